@@ -1,0 +1,54 @@
+"""The ``contractive`` command line: a small dispatcher over command modules.
+
+Each command module has ``register(subparsers)`` and ``run(args) -> int``. Library errors
+(``ValueError``, ``TypeError``) are caught here, at the edge, and printed as one line with
+exit code 2; so are argparse's own errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``contractive train: error: ... (see --help)``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .commands import train
+
+    parser = _Parser(
+        prog="contractive",
+        description="Contractive auto-encoders: train, and write a run folder.",
+        epilog="example: contractive train digits --out runs/digits",
+    )
+    parser.add_argument("--version", action="version", version=f"contractive {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    train.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except (ValueError, TypeError) as exc:
+        print(f"contractive {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:  # NonFiniteLossError: a run, not an input, failed
+        print(f"contractive {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"contractive {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,451 @@
+"""``ContractiveAutoencoder``: the scikit-learn face of the library.
+
+The estimator speaks scikit-learn (``n_components``, ``max_epochs``, ``random_state``);
+``fit`` translates its parameters into a ``CAEConfig`` (the module) and a ``TrainConfig``
+(the loop). All arrays in and out are NumPy, in the units of the data given to ``fit``: any
+``scaling`` is applied and undone inside.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from . import io
+from .activations import ACTIVATIONS
+from .models import LOSSES, OUTPUT_ACTIVATIONS, CAEConfig, ContractiveAutoencoderModule
+from .penalty import METHODS, resolve_method
+from .training import OPTIMIZERS, TrainConfig, Trainer, resolve_device
+
+SCALINGS = ("none", "minmax", "standard")
+#: Inference chunk: rows per chunk, and the element budget of one chunk of Jacobians.
+_ROWS = 8192
+_JAC_ELEMENTS = 1 << 24
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any, low: float, high: float | None = None,
+                 *, low_open: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        ok = value > low if low_open else value >= low
+        ok = ok and (high is None or value < high)
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high else "")
+        raise ValueError(f"{name}={value!r} must be a finite number {bound}")
+    return float(value)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; valid: {', '.join(choices)}")
+    return value
+
+
+def _check_hidden(value: Any) -> tuple[int, ...]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise ValueError(
+            f"hidden_layer_sizes={value!r} must be a tuple of integers >= 1, e.g. (256, 64), "
+            "or () for one layer"
+        )
+    return tuple(int(v) for v in value)
+
+
+class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    r"""Contractive auto-encoder (Rifai et al., ICML 2011) for non-linear dimensionality reduction.
+
+    Minimises, over mini-batches,
+
+    .. math::
+        \frac{1}{B}\sum_b \Big[ L(x_b, g(f(x_b))) + \lambda \|J_f(x_b)\|_F^2
+        + \gamma\, \mathbb{E}_\epsilon \|J_f(x_b) - J_f(x_b + \epsilon)\|_F^2 \Big]
+
+    where ``f`` is an MLP encoder to ``n_components`` units, ``g`` a mirrored (or tied)
+    decoder, ``L`` the squared error averaged over features (``mse``) or the cross-entropy
+    averaged over features (``bce``), ``lambda = contractive_weight`` and
+    ``gamma = higher_order_weight`` (CAE+H). ``||J||_F^2`` is summed over the Jacobian's
+    entries per sample and averaged over the batch.
+
+    Parameters
+    ----------
+    n_components : int, default=10
+        Code size ``k``.
+    hidden_layer_sizes : tuple of int, default=()
+        Widths of the encoder's hidden layers (the decoder mirrors them). ``()`` gives the
+        classic one-layer CAE, whose penalty has an exact closed form.
+    activation : str, default="sigmoid"
+        Elementwise activation of every encoder (and hidden decoder) layer: one of
+        ``identity, sigmoid, tanh, relu, leaky_relu, softplus, elu, silu, gelu``.
+    output_activation : {"linear", "sigmoid"}, default="linear"
+        Activation of the reconstruction.
+    tied_weights : bool, default=False
+        Use the encoder's matrices transposed in the decoder (``W' = W^T``).
+    loss : {"mse", "bce"}, default="mse"
+        Reconstruction loss; ``bce`` needs ``output_activation="sigmoid"`` and data in [0, 1].
+    contractive_weight : float, default=1e-3
+        ``lambda``; ``0`` trains a plain auto-encoder.
+    penalty_method : {"auto", "closed_form", "exact", "hutchinson"}, default="auto"
+        How ``||J||_F^2`` is computed in training; ``auto`` takes the closed form for a
+        one-layer encoder, the exact method for codes up to 32 units, the estimate beyond.
+        The resolved choice is ``penalty_method_``.
+    n_probes : int, default=4
+        Rademacher probes per sample for ``hutchinson``.
+    higher_order_weight : float, default=0.0
+        ``gamma`` of CAE+H; ``0`` turns the term off.
+    higher_order_sigma : float, default=0.1
+        Standard deviation of the corruption ``eps`` (in the units the network sees).
+    higher_order_copies : int, default=1
+        Corrupted copies per sample in the CAE+H estimate.
+    scaling : {"none", "minmax", "standard"}, default="none"
+        Per-feature scaling fitted on the training data and applied inside; outputs and
+        Jacobians are in the units of the input.
+    optimizer : {"adam", "sgd"}, default="adam"
+    batch_size : int, default=100
+    max_epochs : int, default=200
+    learning_rate : float, default=3e-3
+    weight_decay : float, default=0.0
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its loss has not improved
+        by ``tol`` for ``n_iter_no_change`` epochs, and keep the best weights.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    tol : float, default=1e-4
+    device : str, default="auto"
+        ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the shuffling and the estimates; fixed, training on the
+        CPU is deterministic.
+    verbose : bool, default=False
+        Show a progress bar.
+
+    Attributes
+    ----------
+    module_ : ContractiveAutoencoderModule
+    penalty_method_ : str
+    history_ : list of dict
+        Per epoch: ``loss``, ``reconstruction``, ``penalty`` (mean ``||J||_F^2``),
+        ``higher_order`` (CAE+H), ``val_*`` with early stopping, ``time_s``.
+    n_epochs_ : int
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, when ``X`` has feature names
+    fit_time_ : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contractive import ContractiveAutoencoder
+    >>> X = np.random.default_rng(0).random((200, 8))
+    >>> cae = ContractiveAutoencoder(n_components=3, max_epochs=5, random_state=0)
+    >>> cae.fit_transform(X).shape
+    (200, 3)
+    >>> cae.jacobian(X[:4]).shape
+    (4, 3, 8)
+    """
+
+    def __init__(
+        self, n_components: int = 10, *, hidden_layer_sizes: tuple[int, ...] = (),
+        activation: str = "sigmoid", output_activation: str = "linear",
+        tied_weights: bool = False, loss: str = "mse", contractive_weight: float = 1e-3,
+        penalty_method: str = "auto", n_probes: int = 4, higher_order_weight: float = 0.0,
+        higher_order_sigma: float = 0.1, higher_order_copies: int = 1, scaling: str = "none",
+        optimizer: str = "adam", batch_size: int = 100, max_epochs: int = 200,
+        learning_rate: float = 3e-3, weight_decay: float = 0.0, early_stopping: bool = False,
+        validation_fraction: float = 0.1, n_iter_no_change: int = 10, tol: float = 1e-4,
+        device: str = "auto", random_state: Any = None, verbose: bool = False,
+    ) -> None:
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.output_activation = output_activation
+        self.tied_weights = tied_weights
+        self.loss = loss
+        self.contractive_weight = contractive_weight
+        self.penalty_method = penalty_method
+        self.n_probes = n_probes
+        self.higher_order_weight = higher_order_weight
+        self.higher_order_sigma = higher_order_sigma
+        self.higher_order_copies = higher_order_copies
+        self.scaling = scaling
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- parameter translation ------------------------------------------------------------
+
+    def _module_config(self, n_features: int) -> CAEConfig:
+        hidden = _check_hidden(self.hidden_layer_sizes)
+        k = _check_int("n_components", self.n_components, 1)
+        _check_choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        _check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("penalty_method", self.penalty_method, METHODS)
+        if not isinstance(self.tied_weights, (bool, np.bool_)):
+            raise ValueError(f"tied_weights={self.tied_weights!r} must be True or False")
+        return CAEConfig(
+            in_features=n_features,
+            n_components=k,
+            hidden_layer_sizes=hidden,
+            activation=self.activation,
+            output_activation=self.output_activation,
+            tied_weights=bool(self.tied_weights),
+            loss=self.loss,
+            contractive_weight=_check_float("contractive_weight", self.contractive_weight, 0),
+            penalty_method=resolve_method(
+                self.penalty_method, n_layers=len(hidden) + 1, n_components=k
+            ),
+            n_probes=_check_int("n_probes", self.n_probes, 1),
+            higher_order_weight=_check_float("higher_order_weight", self.higher_order_weight, 0),
+            higher_order_sigma=_check_float(
+                "higher_order_sigma", self.higher_order_sigma, 0, low_open=True
+            ),
+            higher_order_copies=_check_int("higher_order_copies", self.higher_order_copies, 1),
+        )
+
+    def _train_config(self, n_train: int, seed: int) -> TrainConfig:
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("early_stopping", "verbose"):
+            if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        return TrainConfig(
+            batch_size=min(_check_int("batch_size", self.batch_size, 1), n_train),
+            max_epochs=_check_int("max_epochs", self.max_epochs, 1),
+            learning_rate=_check_float("learning_rate", self.learning_rate, 0, low_open=True),
+            optimizer=self.optimizer,
+            weight_decay=_check_float("weight_decay", self.weight_decay, 0),
+            early_stopping=bool(self.early_stopping),
+            n_iter_no_change=_check_int("n_iter_no_change", self.n_iter_no_change, 1),
+            tol=_check_float("tol", self.tol, 0),
+            seed=seed,
+            verbose=bool(self.verbose),
+        )
+
+    # -- scaling ------------------------------------------------------------------------
+
+    def _fit_scaling(self, X: np.ndarray) -> None:
+        _check_choice("scaling", self.scaling, SCALINGS)
+        d = X.shape[1]
+        if self.scaling == "none":
+            offset, factor = np.zeros(d), np.ones(d)
+        elif self.scaling == "minmax":
+            offset, factor = X.min(0).astype(np.float64), np.ptp(X, 0).astype(np.float64)
+        else:
+            offset, factor = X.mean(0, dtype=np.float64), X.std(0, dtype=np.float64)
+        factor = np.where(factor > 0, factor, 1.0)
+        self.scale_offset_, self.scale_factor_ = offset, factor
+
+    def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        scaled = (np.asarray(X, dtype=np.float64) - self.scale_offset_) / self.scale_factor_
+        return torch.as_tensor(scaled, dtype=torch.float32)
+
+    def _out_dtype(self, X: np.ndarray) -> np.dtype:
+        return np.float32 if X.dtype == np.float32 else np.float64
+
+    # -- fitting --------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any = None) -> ContractiveAutoencoder:
+        """Train on ``X`` of shape ``(n_samples, n_features)``; ``y`` is ignored."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        config = self._module_config(X.shape[1])
+        self._fit_scaling(X)
+        x = self._to_tensor(X)
+        if config.loss == "bce":
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0 or hi > 1:
+                raise ValueError(
+                    f"loss='bce' needs data in [0, 1] after scaling; X spans [{lo:g}, {hi:g}]: "
+                    "use scaling='minmax' or loss='mse'"
+                )
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        x_train, x_val = x, None
+        if self.early_stopping:
+            frac = _check_float("validation_fraction", self.validation_fraction, 0, 1,
+                                low_open=True)
+            n_val = max(1, int(round(frac * len(x))))
+            if len(x) - n_val < 1:
+                raise ValueError(
+                    f"validation_fraction={frac:g} leaves no training sample out of {len(x)}"
+                )
+            perm = torch.as_tensor(rng.permutation(len(x)))
+            x_val, x_train = x[perm[:n_val]], x[perm[n_val:]]
+        train_config = self._train_config(len(x_train), seed)
+        device = resolve_device(self.device)
+
+        self.module_ = ContractiveAutoencoderModule(config, seed=seed)
+        self.penalty_method_ = config.penalty_method
+        self.device_ = str(device)
+        trainer = Trainer(self.module_, train_config, device)
+        start = time.perf_counter()
+        try:
+            trainer.fit(x_train, x_val)
+        finally:  # on NonFiniteLossError too: the last good weights stay usable
+            self.module_.eval()
+            self.history_ = trainer.history
+            self.n_epochs_ = trainer.epoch
+            self.stopped_early_ = trainer.stopped_early
+            self.fit_time_ = time.perf_counter() - start
+        return self
+
+    # -- inference ------------------------------------------------------------------------
+
+    def _check_X(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def _device(self) -> torch.device:
+        return next(self.module_.parameters()).device
+
+    @torch.no_grad()
+    def _map(self, x: torch.Tensor, fn, rows: int = _ROWS) -> np.ndarray:
+        dev = self._device()
+        parts = [fn(x[i : i + rows].to(dev)).cpu() for i in range(0, max(len(x), 1), rows)]
+        return torch.cat(parts).double().numpy()
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Codes ``f(x)``, shape ``(n_samples, n_components)``."""
+        X = self._check_X(X)
+        return self._map(self._to_tensor(X), self.module_.encode).astype(self._out_dtype(X))
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Reconstructions ``g(h)`` from codes of shape ``(n_samples, n_components)``."""
+        check_is_fitted(self)
+        H = check_array(X, dtype=[np.float64, np.float32], input_name="X")
+        k = self.module_.config.n_components
+        if H.shape[1] != k:
+            raise ValueError(
+                f"X has {H.shape[1]} features, but inverse_transform expects codes of "
+                f"n_components={k} features"
+            )
+        out = self._map(torch.as_tensor(H, dtype=torch.float32), self.module_.decode)
+        return (out * self.scale_factor_ + self.scale_offset_).astype(self._out_dtype(H))
+
+    def reconstruct(self, X: Any) -> np.ndarray:
+        """``g(f(x))``, in the units of ``X``."""
+        X = self._check_X(X)
+        out = self._map(self._to_tensor(X), lambda b: self.module_.decode(self.module_.encode(b)))
+        return (out * self.scale_factor_ + self.scale_offset_).astype(self._out_dtype(X))
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Negative mean squared reconstruction error, over samples and features, in the
+        units of ``X`` (higher is better, as scikit-learn's model selection expects)."""
+        X = self._check_X(X)
+        rec = self.reconstruct(X).astype(np.float64)
+        return -float(np.mean((rec - X) ** 2))
+
+    def _input_scale(self) -> torch.Tensor | None:
+        if self.scaling == "none" or np.all(self.scale_factor_ == 1.0):
+            return None
+        return torch.as_tensor(self.scale_factor_, dtype=torch.float32, device=self._device())
+
+    def jacobian(self, X: Any) -> np.ndarray:
+        """Encoder Jacobians ``dh/dx`` at each sample, shape ``(n, n_components, n_features)``,
+        with respect to the input in the units ``fit`` saw (exact)."""
+        X = self._check_X(X)
+        k, d = self.module_.config.n_components, X.shape[1]
+        scale = self._input_scale()
+        rows = max(1, _JAC_ELEMENTS // (k * d))
+        out = self._map(self._to_tensor(X), lambda b: self.module_.jacobian(b, scale), rows)
+        return out.reshape(len(X), k, d).astype(self._out_dtype(X))
+
+    def penalty(self, X: Any) -> np.ndarray:
+        """Per-sample ``||J_f(x)||_F^2``, shape ``(n_samples,)``, exact whatever the training
+        method, with respect to the input in the units ``fit`` saw."""
+        X = self._check_X(X)
+        k, d = self.module_.config.n_components, X.shape[1]
+        scale = self._input_scale()
+        rows = max(1, _JAC_ELEMENTS // (k * d)) if self.module_.config.hidden_layer_sizes else _ROWS
+        out = self._map(self._to_tensor(X), lambda b: self.module_.penalty(b, scale), rows)
+        return out.astype(self._out_dtype(X))
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the fitted model to the folder ``path`` (safetensors + JSON); returns it."""
+        check_is_fitted(self)
+        params = self.get_params()
+        if not isinstance(params["random_state"], (numbers.Integral, type(None))):
+            params["random_state"] = None
+        fitted = {
+            "n_features_in_": int(self.n_features_in_),
+            "penalty_method_": self.penalty_method_,
+            "n_epochs_": int(self.n_epochs_),
+            "fit_time_": float(self.fit_time_),
+            "stopped_early_": bool(self.stopped_early_),
+            "history_": self.history_,
+        }
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
+        extra = {
+            "scale_offset": torch.as_tensor(self.scale_offset_),
+            "scale_factor": torch.as_tensor(self.scale_factor_),
+        }
+        return io.save_module(path, self.module_, {"params": params, "fitted": fitted}, extra)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> ContractiveAutoencoder:
+        """Read a model written by ``save`` onto ``device``; never unpickles.
+
+        A missing, truncated, corrupted or foreign file raises ``ValueError``.
+        """
+        module, meta, extra = io.load_module(path)
+        try:
+            est = cls(**meta["params"])
+            fitted = meta["fitted"]
+            for name in ("n_features_in_", "penalty_method_", "n_epochs_", "fit_time_",
+                         "stopped_early_", "history_"):
+                setattr(est, name, fitted[name])
+            if "feature_names_in_" in fitted:
+                est.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+            est.scale_offset_ = extra["scale_offset"].double().numpy()
+            est.scale_factor_ = extra["scale_factor"].double().numpy()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a valid contractive model file ({exc})") from None
+        dev = resolve_device(device)
+        est.module_ = module.to(dev).eval()
+        est.device_ = str(dev)
+        return est
+
+    # -- scikit-learn plumbing ------------------------------------------------------------
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.module_.config.n_components
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if "module_" in state and self.device_ != "cpu":  # pickles load without a GPU
+            state["module_"] = copy.deepcopy(self.module_).to("cpu")
+            state["device_"] = "cpu"
+        return state

@@ -1,0 +1,144 @@
+"""Model files: safetensors weights plus a JSON config, written atomically, read safely.
+
+A model is a folder holding two files:
+
+* ``model.safetensors``: the module's tensors (``module.<name>``) and any extra tensors
+  (``extra.<name>``, e.g. the fitted scaling), float32/float64;
+* ``model.json``: ``format``, ``format_version``, the library version, the module's
+  ``CAEConfig``, free metadata (the estimator's parameters and fitted attributes) and the
+  SHA-256 of the weights file.
+
+Each file is written to a temporary name, flushed to disk and renamed, so a crash never
+leaves a half-written file under the final name. Loading reads JSON and safetensors only
+(never pickle) and checks the checksum, so a truncated, corrupted or foreign file gives one
+``ValueError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ._version import __version__
+from .models import CAEConfig, ContractiveAutoencoderModule
+
+FORMAT = "contractive.model"
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "model.json"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _model_dir(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.name in (WEIGHTS_NAME, CONFIG_NAME):
+        return p.parent
+    return p
+
+
+def save_module(
+    path: str | os.PathLike, module: ContractiveAutoencoderModule, metadata: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
+) -> str:
+    """Write ``module`` (and ``extra`` tensors, ``metadata``) to the folder ``path``."""
+    folder = _model_dir(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: exists and is not a folder; a model is saved as a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    for k, v in (extra or {}).items():
+        tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
+    blob = st_save(tensors, metadata={"format": FORMAT})
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights_file": WEIGHTS_NAME,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "module_config": module.config.to_dict(),
+        "metadata": metadata,
+    }
+    text = json.dumps(config, indent=1, allow_nan=False)
+    atomic_write_bytes(folder / WEIGHTS_NAME, blob)
+    atomic_write_bytes(folder / CONFIG_NAME, text.encode())
+    return str(folder)
+
+
+def load_module(
+    path: str | os.PathLike,
+) -> tuple[ContractiveAutoencoderModule, dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a folder written by ``save_module``: ``(module on CPU, metadata, extra)``."""
+    folder = _model_dir(path)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not cfg_path.is_file():
+        raise ValueError(f"{folder}: no model here (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{cfg_path}: not a contractive model config (invalid JSON: {exc})"
+        ) from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{cfg_path}: not a contractive model config (format is not {FORMAT!r})")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{cfg_path}: format_version {version!r} is not supported by contractive "
+            f"{__version__} (reads up to {FORMAT_VERSION}); upgrade contractive"
+        )
+    if not w_path.is_file():
+        raise ValueError(f"{w_path}: missing weights file")
+    blob = w_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != config.get("weights_sha256"):
+        raise ValueError(
+            f"{w_path}: checksum mismatch: the weights file is truncated or corrupted"
+        )
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{w_path}: unreadable safetensors file ({exc})") from None
+    try:
+        module = ContractiveAutoencoderModule(CAEConfig(**config["module_config"]))
+        state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+        module.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0]
+        raise ValueError(f"{folder}: model config and weights do not match ({msg})") from None
+    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return module, config.get("metadata", {}), extra
