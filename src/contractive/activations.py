@@ -55,7 +55,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation(
             "leaky_relu",
             lambda z: F.leaky_relu(z, _LEAKY_SLOPE),
-            lambda z, h: torch.where(z > 0, 1.0, _LEAKY_SLOPE).to(z.dtype),
+            lambda z, h: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, _LEAKY_SLOPE)),
         ),
         Activation("softplus", F.softplus, lambda z, h: torch.sigmoid(z)),
         Activation("elu", F.elu, lambda z, h: torch.where(z > 0, torch.ones_like(z), h + 1.0)),

@@ -192,12 +192,13 @@ def func_probe_products(func: Callable[[Tensor], Tensor], x: Tensor, probes: Ten
     probes: ``(B, m, k)``. Returns ``(B, m, d)``, with a graph (``create_graph=True``) so the
     result can be differentiated again with respect to the parameters of ``func``.
     """
-    xr = x.detach().requires_grad_(True)
-    h = func(xr)  # (B, k)
-    rows = []
-    for i in range(probes.shape[1]):
-        (g,) = torch.autograd.grad(h, xr, grad_outputs=probes[:, i], create_graph=True)
-        rows.append(g)  # (B, d)
+    with torch.enable_grad():  # also under no_grad: the products need a graph
+        xr = x.detach().requires_grad_(True)
+        h = func(xr)  # (B, k)
+        rows = []
+        for i in range(probes.shape[1]):
+            (g,) = torch.autograd.grad(h, xr, grad_outputs=probes[:, i], create_graph=True)
+            rows.append(g)  # (B, d)
     return torch.stack(rows, dim=1)
 
 

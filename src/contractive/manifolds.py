@@ -1,0 +1,126 @@
+"""Synthetic manifolds with known tangent spaces, for examples and tests.
+
+Each generator samples points on a ``d``-dimensional manifold in a low-dimensional space
+``R^m`` (circle: d=1, m=2; sphere, swiss roll, torus: d=2, m=3), with an orthonormal basis of
+the tangent space at every point, then embeds them in ``R^D``:
+
+* ``linear``:  ``y = Q p`` with ``Q`` ``(D, m)`` of orthonormal columns (an isometry);
+* ``smooth``:  ``y = Q p + A tanh(B p)``, a smooth non-linear embedding whose Jacobian
+  ``Q + A diag(1 - tanh^2(B p)) B`` carries the tangent vectors along.
+
+Tangent bases are re-orthonormalised after the embedding. Gaussian noise of standard
+deviation ``noise`` per coordinate is added to ``X`` afterwards; ``X_clean`` and the tangents
+are those of the noise-free points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+MANIFOLDS = ("circle", "sphere", "swiss_roll", "torus")
+EMBEDDINGS = ("linear", "smooth")
+
+
+@dataclass
+class ManifoldSample:
+    """Points and their tangent spaces.
+
+    X: ``(n, D)`` noisy points; X_clean: ``(n, D)``; tangents: ``(n, d, D)``, orthonormal
+    rows spanning the tangent space at each clean point; intrinsic_dim: ``d``;
+    params: ``(n, d)`` intrinsic coordinates (angles, heights).
+    """
+
+    X: np.ndarray
+    X_clean: np.ndarray
+    tangents: np.ndarray
+    intrinsic_dim: int
+    params: np.ndarray
+
+
+def _orthonormal_rows(T: np.ndarray) -> np.ndarray:
+    """Orthonormalise the rows of each ``(d, D)`` block: ``(n, d, D) -> (n, d, D)``."""
+    q, _ = np.linalg.qr(np.swapaxes(T, 1, 2))  # (n, D, d)
+    return np.swapaxes(q, 1, 2)
+
+
+def _circle(n, rs):
+    t = rs.uniform(0, 2 * np.pi, n)
+    p = np.stack([np.cos(t), np.sin(t)], 1)
+    T = np.stack([-np.sin(t), np.cos(t)], 1)[:, None, :]
+    return p, T, t[:, None]
+
+
+def _sphere(n, rs):
+    p = rs.normal(size=(n, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    # tangent plane: the two eigenvectors of I - p p^T with eigenvalue 1
+    proj = np.eye(3)[None] - p[:, :, None] * p[:, None, :]
+    _, vecs = np.linalg.eigh(proj)  # ascending: the last two have eigenvalue 1
+    T = np.swapaxes(vecs[:, :, 1:], 1, 2)
+    theta = np.arccos(np.clip(p[:, 2], -1, 1))
+    phi = np.arctan2(p[:, 1], p[:, 0])
+    return p, T, np.stack([theta, phi], 1)
+
+
+def _swiss_roll(n, rs):
+    t = rs.uniform(1.5 * np.pi, 4.5 * np.pi, n)
+    h = rs.uniform(0, 10.0, n)
+    p = np.stack([t * np.cos(t), h, t * np.sin(t)], 1) / 10.0
+    dt = np.stack([np.cos(t) - t * np.sin(t), np.zeros(n), np.sin(t) + t * np.cos(t)], 1)
+    dh = np.tile([0.0, 1.0, 0.0], (n, 1))
+    return p, np.stack([dt, dh], 1), np.stack([t, h], 1)
+
+
+def _torus(n, rs, major=2.0, minor=1.0):
+    u, v = rs.uniform(0, 2 * np.pi, n), rs.uniform(0, 2 * np.pi, n)
+    ring = major + minor * np.cos(v)
+    p = np.stack([ring * np.cos(u), ring * np.sin(u), minor * np.sin(v)], 1)
+    du = np.stack([-ring * np.sin(u), ring * np.cos(u), np.zeros(n)], 1)
+    dv = np.stack([-minor * np.sin(v) * np.cos(u), -minor * np.sin(v) * np.sin(u),
+                   minor * np.cos(v)], 1)
+    return p, np.stack([du, dv], 1), np.stack([u, v], 1)
+
+
+_GENERATORS = {"circle": _circle, "sphere": _sphere, "swiss_roll": _swiss_roll, "torus": _torus}
+
+
+def make_manifold(
+    name: str, n_samples: int = 1000, *, ambient_dim: int = 20, embedding: str = "linear",
+    noise: float = 0.0, random_state=None,
+) -> ManifoldSample:
+    """Sample ``n_samples`` points of manifold ``name`` embedded in ``R^ambient_dim``.
+
+    The embedding (its random matrices) and the points both come from ``random_state``.
+    """
+    if name not in _GENERATORS:
+        raise ValueError(f"manifold {name!r} is not known; valid: {', '.join(MANIFOLDS)}")
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding={embedding!r} is not known; valid: {', '.join(EMBEDDINGS)}")
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"n_samples={n_samples!r} must be an integer >= 1")
+    if not (isinstance(noise, (int, float)) and np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise={noise!r} must be a finite number >= 0")
+    rs = check_random_state(random_state)
+    p, T, params = _GENERATORS[name](int(n_samples), rs)
+    m = p.shape[1]
+    if not isinstance(ambient_dim, (int, np.integer)) or ambient_dim < m:
+        raise ValueError(f"ambient_dim={ambient_dim!r} must be an integer >= {m} for {name}")
+    Q, _ = np.linalg.qr(rs.normal(size=(ambient_dim, m)))  # (D, m), orthonormal columns
+    X = p @ Q.T
+    T = T @ Q.T  # (n, d, D)
+    if embedding == "smooth":
+        width = 2 * m
+        B = rs.normal(size=(width, m))
+        A = rs.normal(size=(ambient_dim, width)) * (0.3 / np.sqrt(width))
+        act = np.tanh(p @ B.T)  # (n, width)
+        X = X + act @ A.T
+        # push the intrinsic tangents through the embedding's Jacobian
+        t_low = T @ Q  # (n, d, m): the tangents before the embedding
+        dact = (1 - act**2)[:, None, :] * (t_low @ B.T)  # (n, d, width)
+        T = T + dact @ A.T
+    tangents = _orthonormal_rows(T)
+    noisy = X + noise * rs.normal(size=X.shape) if noise > 0 else X.copy()
+    return ManifoldSample(noisy, X, tangents, T.shape[1], params)

@@ -1,0 +1,236 @@
+"""The scikit-learn estimator: outputs, units, parameters, model selection, pickling."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from contractive import ContractiveAutoencoder, NonFiniteLossError
+
+
+def _small(**kw) -> ContractiveAutoencoder:
+    params = dict(n_components=3, max_epochs=5, batch_size=16, random_state=0)
+    params.update(kw)
+    return ContractiveAutoencoder(**params)
+
+
+@pytest.fixture
+def X(rng):
+    return rng.random((60, 7))
+
+
+def test_shapes_and_feature_names(X):
+    cae = _small().fit(X)
+    assert cae.transform(X).shape == (60, 3)
+    assert cae.inverse_transform(cae.transform(X)).shape == (60, 7)
+    assert cae.jacobian(X[:4]).shape == (4, 3, 7)
+    assert cae.penalty(X).shape == (60,)
+    assert list(cae.get_feature_names_out()) == [f"contractiveautoencoder{i}" for i in range(3)]
+    assert cae.n_features_in_ == 7 and cae.n_epochs_ == 5 and len(cae.history_) == 5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_output_dtype_follows_input(X, dtype):
+    cae = _small().fit(X.astype(dtype))
+    Xd = X.astype(dtype)
+    for out in (cae.transform(Xd), cae.inverse_transform(cae.transform(Xd)), cae.jacobian(Xd),
+                cae.penalty(Xd), cae.reconstruct(Xd)):
+        assert out.dtype == dtype
+
+
+def test_pandas_dataframe_keeps_feature_names(X):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(7)])
+    cae = _small().fit(df)
+    assert list(cae.feature_names_in_) == list(df.columns)
+    with pytest.warns(UserWarning, match="feature names"):
+        plain = cae.transform(X)
+    np.testing.assert_array_equal(cae.transform(df), plain)
+
+
+def test_same_random_state_same_model_different_state_different_model(X):
+    a, b, c = (_small(random_state=s).fit(X).transform(X) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def _brute_jacobian(cae, X):
+    """Autograd Jacobian of x -> f((x - offset) / factor) in float64, per sample."""
+    module = copy.deepcopy(cae.module_).double()
+    off = torch.as_tensor(cae.scale_offset_)
+    fac = torch.as_tensor(cae.scale_factor_)
+    out = []
+    for x in torch.as_tensor(X, dtype=torch.float64):
+        out.append(torch.autograd.functional.jacobian(
+            lambda v: module.encode(((v - off) / fac).unsqueeze(0)).squeeze(0), x))
+    return torch.stack(out).numpy()
+
+
+@pytest.mark.parametrize("scaling", ["none", "minmax", "standard"])
+@pytest.mark.parametrize("hidden", [(), (5,)])
+def test_jacobian_and_penalty_in_input_units(rng, scaling, hidden):
+    X = rng.normal(3.0, 4.0, size=(40, 6))  # far from unit scale, so scaling matters
+    cae = _small(scaling=scaling, hidden_layer_sizes=hidden, activation="tanh").fit(X)
+    J = cae.jacobian(X[:5])
+    ref = _brute_jacobian(cae, X[:5])
+    np.testing.assert_allclose(J, ref, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(cae.penalty(X[:5]), (ref**2).sum((1, 2)), rtol=2e-4, atol=1e-7)
+
+
+def test_jacobian_matches_finite_differences_of_transform(rng):
+    X = rng.random((3, 5))
+    cae = _small(n_components=2, scaling="standard").fit(rng.random((50, 5)))
+    eps = 1e-2
+    for i in range(5):
+        e = np.zeros(5)
+        e[i] = eps
+        fd = (cae.transform(X + e) - cae.transform(X - e)) / (2 * eps)
+        np.testing.assert_allclose(cae.jacobian(X)[:, :, i], fd, rtol=2e-2, atol=2e-4)
+
+
+def test_score_and_inverse_transform_are_consistent(X):
+    cae = _small(scaling="standard").fit(X)
+    rec = cae.inverse_transform(cae.transform(X))
+    np.testing.assert_allclose(rec, cae.reconstruct(X), rtol=1e-6, atol=1e-7)
+    assert cae.score(X) == pytest.approx(-np.mean((rec - X) ** 2), rel=1e-6)
+
+
+def test_training_reduces_the_reconstruction_error(X):
+    before = _small(max_epochs=1, learning_rate=1e-5).fit(X).score(X)
+    after = _small(max_epochs=60, learning_rate=1e-2).fit(X).score(X)
+    assert after > before
+
+
+@pytest.mark.parametrize(
+    "hidden,k,method",
+    [((), 3, "closed_form"), ((6,), 4, "exact"), ((6,), 40, "hutchinson")],
+)
+def test_auto_penalty_method_is_resolved_and_recorded(X, hidden, k, method):
+    cae = _small(hidden_layer_sizes=hidden, n_components=k, max_epochs=1).fit(X)
+    assert cae.penalty_method_ == method == cae.module_.config.penalty_method
+
+
+@pytest.mark.parametrize("method", ["closed_form", "exact", "hutchinson"])
+def test_contractive_weight_makes_the_encoder_contract(rng, method):
+    """The penalty's gradient reaches the weights: a strong lambda shrinks ||J||^2 a lot
+    (a frozen-W or detached penalty would leave it near the plain auto-encoder's)."""
+    X = rng.random((128, 8))
+    kw = dict(n_components=4, max_epochs=40, learning_rate=1e-2, penalty_method=method)
+    if method != "closed_form":
+        kw["hidden_layer_sizes"] = (6,)
+    plain = _small(contractive_weight=0.0, **kw).fit(X).penalty(X).mean()
+    cae = _small(contractive_weight=1.0, **kw).fit(X).penalty(X).mean()
+    assert cae < 0.3 * plain
+
+
+def test_higher_order_term_is_logged_and_trains(X):
+    cae = _small(higher_order_weight=0.5, higher_order_copies=2, higher_order_sigma=0.2).fit(X)
+    assert all("higher_order" in h and np.isfinite(h["higher_order"]) for h in cae.history_)
+
+
+def test_early_stopping_holds_out_validation(X):
+    cae = _small(early_stopping=True, validation_fraction=0.25, n_iter_no_change=2, tol=1e9,
+                 max_epochs=50).fit(X)
+    assert cae.stopped_early_ and cae.n_epochs_ == 3
+    assert "val_loss" in cae.history_[0]
+
+
+def test_non_finite_loss_raises_and_keeps_a_usable_model():
+    X = np.full((20, 4), 1e30)  # squares overflow float32: the first epoch's loss is inf
+    cae = _small()
+    with pytest.raises(NonFiniteLossError, match="epoch 1.*learning_rate"):
+        cae.fit(X)
+    assert cae.n_epochs_ == 0
+    assert all(torch.isfinite(p).all() for p in cae.module_.parameters())
+
+
+def test_bce_needs_data_in_unit_range(rng):
+    X = rng.normal(size=(30, 4))
+    bce = dict(loss="bce", output_activation="sigmoid")
+    with pytest.raises(ValueError, match=r"loss='bce' needs data in \[0, 1\]"):
+        _small(**bce).fit(X)
+    cae = _small(scaling="minmax", **bce).fit(X)
+    assert np.isfinite(cae.score(X))
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"n_components": 0}, "n_components=0 must be an integer >= 1"),
+        ({"n_components": 2.5}, "n_components=2.5"),
+        ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes"),
+        ({"hidden_layer_sizes": "64"}, "hidden_layer_sizes"),
+        ({"activation": "bogus"}, "activation='bogus'.*sigmoid"),
+        ({"output_activation": "tanh"}, "output_activation='tanh'.*linear, sigmoid"),
+        ({"loss": "l1"}, "loss='l1'.*mse, bce"),
+        ({"loss": "bce"}, "output_activation='sigmoid'"),
+        ({"penalty_method": "fast"}, "penalty_method='fast'.*auto"),
+        ({"penalty_method": "closed_form", "hidden_layer_sizes": (4,)}, "one-layer"),
+        ({"contractive_weight": -1.0}, "contractive_weight=-1.0"),
+        ({"contractive_weight": float("nan")}, "contractive_weight=nan"),
+        ({"learning_rate": 0.0}, "learning_rate=0.0 must be"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"max_epochs": 0}, "max_epochs=0"),
+        ({"n_probes": 0}, "n_probes=0"),
+        ({"higher_order_sigma": 0.0}, "higher_order_sigma=0.0"),
+        ({"scaling": "robust"}, "scaling='robust'.*none, minmax, standard"),
+        ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+        ({"device": "tpu9"}, "device='tpu9'"),
+        ({"early_stopping": True, "validation_fraction": 1.5}, "validation_fraction=1.5"),
+        ({"tied_weights": "yes"}, "tied_weights='yes'"),
+    ],
+)
+def test_bad_parameters_raise_value_error_naming_them(X, params, match):
+    with pytest.raises(ValueError, match=match):
+        _small(**params).fit(X)
+
+
+def test_wrong_shapes_at_inference(X):
+    cae = _small().fit(X)
+    with pytest.raises(ValueError, match="7 features"):
+        cae.transform(X[:, :5])
+    with pytest.raises(ValueError, match="n_components=3"):
+        cae.inverse_transform(np.zeros((2, 4)))
+
+
+def test_tied_weights_have_no_decoder_matrices(X):
+    cae = _small(tied_weights=True, hidden_layer_sizes=(5,)).fit(X)
+    names = [n for n, _ in cae.module_.named_parameters()]
+    assert not any(n.startswith("decoder.weights") for n in names)
+
+
+def test_clone_and_pickle(X):
+    cae = _small().fit(X)
+    fresh = clone(cae)
+    assert fresh.get_params() == cae.get_params() and not hasattr(fresh, "module_")
+    again = pickle.loads(pickle.dumps(cae))
+    np.testing.assert_array_equal(again.transform(X), cae.transform(X))
+    np.testing.assert_array_equal(again.jacobian(X[:3]), cae.jacobian(X[:3]))
+
+
+def test_grid_search_in_a_pipeline(rng):
+    X = rng.random((80, 6))
+    y = (X[:, 0] + X[:, 1] > 1).astype(int)
+    pipe = Pipeline([
+        ("scale", StandardScaler()),
+        ("cae", _small(n_components=2, max_epochs=3)),
+        ("clf", LogisticRegression()),
+    ])
+    search = GridSearchCV(pipe, {"cae__contractive_weight": [0.0, 1e-2]}, cv=2).fit(X, y)
+    assert search.best_params_["cae__contractive_weight"] in (0.0, 1e-2)
+    assert search.predict(X).shape == (80,)
+    # unsupervised: the CAE's own score drives the search
+    search = GridSearchCV(_small(max_epochs=3), {"n_components": [1, 3]}, cv=2).fit(X)
+    assert search.best_params_["n_components"] in (1, 3)
+
+
+def test_verbose_shows_a_progress_bar(X, capsys):
+    _small(verbose=True, max_epochs=2).fit(X)
+    assert "training" in capsys.readouterr().err

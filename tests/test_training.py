@@ -1,0 +1,173 @@
+"""The training loop: batching, resumable state, divergence handling, early stopping."""
+
+import math
+
+import pytest
+import torch
+
+from contractive.models import CAEConfig, ContractiveAutoencoderModule
+from contractive.training import (
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    epoch_batches,
+    resolve_device,
+)
+
+CPU = torch.device("cpu")
+
+
+def _module(**kw) -> ContractiveAutoencoderModule:
+    cfg = dict(in_features=6, n_components=3, contractive_weight=0.1)
+    cfg.update(kw)
+    return ContractiveAutoencoderModule(CAEConfig(**cfg), seed=0)
+
+
+def _data(n=64, d=6, seed=0):
+    return torch.rand(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def test_epoch_batches_cover_every_index_once():
+    gen = torch.Generator().manual_seed(0)
+    batches = epoch_batches(23, 5, gen)
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+    assert sorted(torch.cat(batches).tolist()) == list(range(23))
+
+
+def test_epoch_batches_are_seeded():
+    a = epoch_batches(50, 7, torch.Generator().manual_seed(3))
+    b = epoch_batches(50, 7, torch.Generator().manual_seed(3))
+    c = epoch_batches(50, 7, torch.Generator().manual_seed(4))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(torch.cat(a), torch.cat(c))
+
+
+def test_epoch_batches_shard_disjointly_across_ranks():
+    shards = [
+        torch.cat(epoch_batches(31, 4, torch.Generator().manual_seed(1), rank=r, world_size=3))
+        for r in range(3)
+    ]
+    together = torch.cat(shards).tolist()
+    assert sorted(together) == list(range(31))  # disjoint and complete
+
+
+def test_resolve_device():
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_device("cpu") == CPU
+    with pytest.raises(ValueError, match="device='tpu9'"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            resolve_device("cuda")
+
+
+def test_train_config_rejects_unknown_optimizer():
+    with pytest.raises(ValueError, match="optimizer='rmsprop'.*adam, sgd"):
+        TrainConfig(optimizer="rmsprop")
+
+
+def test_history_has_every_term_and_loss_decreases():
+    x = _data()
+    trainer = Trainer(_module(), TrainConfig(batch_size=16, max_epochs=15, learning_rate=1e-2), CPU)
+    history = trainer.fit(x)
+    assert len(history) == 15 and trainer.epoch == 15
+    assert {"epoch", "loss", "reconstruction", "penalty", "time_s"} <= set(history[0])
+    assert history[-1]["loss"] < history[0]["loss"]
+    for h in history:  # the logged loss is the logged terms combined
+        assert h["loss"] == pytest.approx(h["reconstruction"] + 0.1 * h["penalty"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"hidden_layer_sizes": (5,), "penalty_method": "hutchinson", "n_probes": 2,
+         "higher_order_weight": 0.1},
+    ],
+)
+def test_resume_from_state_dict_equals_uninterrupted_run(kw):
+    x = _data()
+    cfg = dict(batch_size=10, learning_rate=1e-2, seed=5)
+    straight = Trainer(_module(**kw), TrainConfig(max_epochs=4, **cfg), CPU)
+    straight.fit(x)
+
+    first = Trainer(_module(**kw), TrainConfig(max_epochs=2, **cfg), CPU)
+    first.fit(x)
+    state = first.state_dict()
+    resumed = Trainer(_module(**kw), TrainConfig(max_epochs=4, **cfg), CPU)
+    resumed.load_state_dict(state)
+    resumed.fit(x)
+
+    assert resumed.epoch == 4
+    for a, b in zip(straight.module.parameters(), resumed.module.parameters()):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+
+
+def test_callbacks_run_after_each_epoch():
+    seen = []
+    trainer = Trainer(_module(), TrainConfig(batch_size=32, max_epochs=3), CPU,
+                      callbacks=[lambda t: seen.append(t.epoch)])
+    trainer.fit(_data())
+    assert seen == [1, 2, 3]
+
+
+class _Diverging(torch.nn.Module):
+    """Wraps a module; its loss turns NaN from the given epoch's first batch on."""
+
+    def __init__(self, inner, steps_per_epoch, bad_epoch):
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+        self.bad_after = steps_per_epoch * (bad_epoch - 1)
+
+    def forward(self, x, generator=None):
+        terms = self.inner(x, generator)
+        self.calls += 1
+        if self.calls > self.bad_after:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+
+def test_non_finite_loss_stops_with_last_good_weights():
+    x = _data(n=40)
+    wrapped = _Diverging(_module(), steps_per_epoch=4, bad_epoch=3)
+    snapshots = []
+    trainer = Trainer(
+        wrapped, TrainConfig(batch_size=10, max_epochs=10), CPU,
+        callbacks=[lambda t: snapshots.append(
+            {k: v.clone() for k, v in t.module.state_dict().items()})],
+    )
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3.*learning_rate.*contractive_weight"):
+        trainer.fit(x)
+    assert trainer.epoch == 2 and len(trainer.history) == 2
+    state = trainer.module.state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values())
+    for k, v in snapshots[-1].items():  # the weights after epoch 2
+        assert torch.equal(state[k], v)
+
+
+def test_early_stopping_stops_and_restores_best_weights():
+    x, x_val = _data(seed=0), _data(n=16, seed=1)
+    best = {}
+
+    def remember(t):
+        if t.epochs_no_improve == 0:
+            best.update({k: v.clone() for k, v in t.module.state_dict().items()})
+
+    trainer = Trainer(
+        _module(), TrainConfig(batch_size=16, max_epochs=50, early_stopping=True,
+                               n_iter_no_change=2, tol=1e9), CPU, callbacks=[remember],
+    )
+    history = trainer.fit(x, x_val)
+    # with tol huge, only the first epoch counts as an improvement
+    assert trainer.stopped_early and trainer.epoch == 3 and len(history) == 3
+    assert "val_loss" in history[0] and math.isfinite(history[0]["val_loss"])
+    for k, v in trainer.module.state_dict().items():
+        assert torch.equal(v, best[k])
+
+
+def test_early_stopping_needs_validation_data():
+    trainer = Trainer(_module(), TrainConfig(early_stopping=True), CPU)
+    with pytest.raises(ValueError, match="validation"):
+        trainer.fit(_data())
