@@ -416,7 +416,9 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """
         module, meta, extra = io.load_module(path)
         try:
-            est = cls(**meta["params"])
+            params = dict(meta["params"])
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])  # JSON: a list
+            est = cls(**params)
             fitted = meta["fitted"]
             for name in ("n_features_in_", "penalty_method_", "n_epochs_", "fit_time_",
                          "stopped_early_", "history_"):

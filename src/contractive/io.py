@@ -38,11 +38,22 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "model.json"
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permission bits a plain ``open`` / ``mkdir`` would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename.
+
+    The file gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s 0600.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

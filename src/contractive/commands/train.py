@@ -26,7 +26,7 @@ import numpy as np
 from ..activations import ACTIVATIONS
 from ..data import DATASETS, load_dataset
 from ..estimator import SCALINGS, ContractiveAutoencoder
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, default_mode
 from ..models import LOSSES, OUTPUT_ACTIVATIONS
 from ..penalty import METHODS
 from ..plotting import reconstruction_grid, training_curves
@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(default_mode(directory=True))
     try:
         t0 = time.perf_counter()
         est.fit(ds.X_train)
