@@ -234,3 +234,22 @@ def test_grid_search_in_a_pipeline(rng):
 def test_verbose_shows_a_progress_bar(X, capsys):
     _small(verbose=True, max_epochs=2).fit(X)
     assert "training" in capsys.readouterr().err
+
+
+def test_fitted_scaling_not_the_parameter_sets_jacobian_units(rng):
+    X = rng.normal(2.0, 5.0, size=(40, 4))
+    cae = _small(scaling="standard").fit(X)
+    J = cae.jacobian(X[:3])
+    cae.set_params(scaling="none")  # a parameter change after fit must not change the model
+    np.testing.assert_array_equal(cae.jacobian(X[:3]), J)
+
+
+def test_score_on_a_dataframe_does_not_warn(X):
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(7)])
+    cae = _small().fit(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cae.score(df)

@@ -218,10 +218,49 @@ def test_model_json_contents(saved):
 # -- broken model folders -----------------------------------------------------------------
 
 
-def _rewrite_config(folder: Path, **changes) -> None:
+def _rewrite_config(folder: Path, *, keep_digest: bool = False, **changes) -> None:
+    """Edit model.json; the config's own checksum is recomputed unless ``keep_digest``, so
+    the checks behind it are reached."""
     cfg = json.loads((folder / "model.json").read_text())
     cfg.update(changes)
+    if not keep_digest:
+        cfg["config_sha256"] = cio._config_digest(cfg)
     (folder / "model.json").write_text(json.dumps(cfg))
+
+
+def test_edited_config_is_detected_by_its_checksum(saved):
+    cfg = json.loads((saved / "model.json").read_text())
+    _rewrite_config(saved, keep_digest=True,
+                    module_config={**cfg["module_config"], "activation": "tanh"})
+    with _raises_naming(saved / "model.json", "checksum mismatch"):
+        contractive.load(saved)
+
+
+@pytest.mark.parametrize("key,value", [("n_components", 7), ("activation", "tanh"),
+                                       ("hidden_layer_sizes", [5])])
+def test_params_that_disagree_with_the_module_are_refused(saved, key, value):
+    cfg = json.loads((saved / "model.json").read_text())
+    meta = cfg["metadata"]
+    meta["params"][key] = value
+    _rewrite_config(saved, metadata=meta)
+    with _raises_naming(saved, key):
+        contractive.load(saved)
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "1", 1.0])
+def test_bad_format_versions(saved, version):
+    _rewrite_config(saved, format_version=version)
+    with _raises_naming(saved / "model.json", "format_version"):
+        contractive.load(saved)
+
+
+def test_numpy_scalar_parameters_save(tmp_path):
+    X = np.random.default_rng(0).random((30, 5))
+    est = ContractiveAutoencoder(n_components=np.int64(2), batch_size=np.int64(10),
+                                 hidden_layer_sizes=(np.int64(3),), tied_weights=np.True_,
+                                 max_epochs=2, random_state=0).fit(X)
+    est.save(tmp_path / "m")
+    np.testing.assert_array_equal(contractive.load(tmp_path / "m").transform(X), est.transform(X))
 
 
 def _set_weights(folder: Path, blob: bytes) -> None:

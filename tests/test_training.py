@@ -171,3 +171,56 @@ def test_early_stopping_needs_validation_data():
     trainer = Trainer(_module(), TrainConfig(early_stopping=True), CPU)
     with pytest.raises(ValueError, match="validation"):
         trainer.fit(_data())
+
+
+class _NanGrad(torch.autograd.Function):
+    """Identity forward, NaN backward: a finite loss whose step poisons the weights."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class _PoisonedStep(torch.nn.Module):
+    def __init__(self, inner, step):
+        super().__init__()
+        self.inner, self.step, self.calls = inner, step, 0
+
+    def forward(self, x, generator=None):
+        terms = self.inner(x, generator)
+        self.calls += 1
+        if self.calls == self.step:
+            terms["loss"] = _NanGrad.apply(terms["loss"])
+        return terms
+
+
+def test_nan_weights_after_a_finite_epoch_are_not_kept():
+    """The last step of epoch 2 has a finite loss but NaN gradients: epoch 2 is the bad one,
+    and the model and optimizer go back to their state after epoch 1."""
+    x = _data(n=40)
+    wrapped = _PoisonedStep(_module(), step=8)  # 4 steps per epoch: last step of epoch 2
+    after_epoch_1 = {}
+    trainer = Trainer(wrapped, TrainConfig(batch_size=10, max_epochs=5), CPU,
+                      callbacks=[lambda t: after_epoch_1.setdefault("s", t.state_dict())])
+    with pytest.raises(NonFiniteLossError, match="epoch 2.*weights became non-finite"):
+        trainer.fit(x)
+    assert trainer.epoch == 1
+    for k, v in trainer.module.state_dict().items():
+        assert torch.equal(v, after_epoch_1["s"]["module"][k])
+    for group in trainer.optimizer.state_dict()["state"].values():
+        assert all(torch.isfinite(t).all() for t in group.values() if torch.is_tensor(t))
+
+
+def test_state_dict_is_a_snapshot():
+    trainer = Trainer(_module(), TrainConfig(batch_size=16, max_epochs=1), CPU)
+    trainer.fit(_data())
+    state = trainer.state_dict()
+    before = {k: v.clone() for k, v in state["module"].items()}
+    trainer.config.max_epochs = 3
+    trainer.fit(_data())
+    for k, v in state["module"].items():
+        assert torch.equal(v, before[k])

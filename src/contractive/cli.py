@@ -22,16 +22,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import train
+    from .commands import datasets, encode, evaluate, train
 
     parser = _Parser(
         prog="contractive",
-        description="Contractive auto-encoders: train, and write a run folder.",
-        epilog="example: contractive train digits --out runs/digits",
+        description="Contractive auto-encoders: train, evaluate, encode and reconstruct.",
+        epilog="example: contractive train digits --out runs/d && contractive evaluate runs/d",
     )
     parser.add_argument("--version", action="version", version=f"contractive {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    train.register(sub)
+    for command in (train, evaluate, encode, datasets):
+        command.register(sub)
     return parser
 
 

@@ -8,10 +8,10 @@ The estimator speaks scikit-learn (``n_components``, ``max_epochs``, ``random_st
 
 from __future__ import annotations
 
-import copy
 import numbers
 import os
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,8 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 def _check_hidden(value: Any) -> tuple[int, ...]:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = (value,)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = tuple(value.tolist())
     if not isinstance(value, (tuple, list)) or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value
     ):
@@ -67,6 +69,24 @@ def _check_hidden(value: Any) -> tuple[int, ...]:
             "or () for one layer"
         )
     return tuple(int(v) for v in value)
+
+
+def _check_consistent(est: ContractiveAutoencoder, config: CAEConfig) -> None:
+    """A loaded estimator's parameters and fitted state must describe its module."""
+    pairs = {
+        "n_components": (est.n_components, config.n_components),
+        "hidden_layer_sizes": (_check_hidden(est.hidden_layer_sizes), config.hidden_layer_sizes),
+        "activation": (est.activation, config.activation),
+        "output_activation": (est.output_activation, config.output_activation),
+        "tied_weights": (bool(est.tied_weights), config.tied_weights),
+        "loss": (est.loss, config.loss),
+        "n_features_in_": (est.n_features_in_, config.in_features),
+        "scale_factor": (len(est.scale_factor_), config.in_features),
+        "scale_offset": (len(est.scale_offset_), config.in_features),
+    }
+    for name, (have, want) in pairs.items():
+        if have != want:
+            raise ValueError(f"{name} is {have!r} but the module has {want!r}")
 
 
 class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -271,6 +291,14 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def fit(self, X: Any, y: Any = None) -> ContractiveAutoencoder:
         """Train on ``X`` of shape ``(n_samples, n_features)``; ``y`` is ignored."""
+        return self._fit(X)
+
+    def _fit(
+        self, X: Any, *, callbacks: Sequence[Callable[[Trainer], None]] = (),
+        resume: dict | None = None,
+    ) -> ContractiveAutoencoder:
+        """``fit`` with hooks: ``callbacks`` run after each epoch (checkpoints), and
+        ``resume`` is a ``Trainer.state_dict()`` to continue from (same data and params)."""
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         config = self._module_config(X.shape[1])
         self._fit_scaling(X)
@@ -285,9 +313,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         x_train, x_val = x, None
+        frac = _check_float("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
         if self.early_stopping:
-            frac = _check_float("validation_fraction", self.validation_fraction, 0, 1,
-                                low_open=True)
             n_val = max(1, int(round(frac * len(x))))
             if len(x) - n_val < 1:
                 raise ValueError(
@@ -301,7 +328,9 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.module_ = ContractiveAutoencoderModule(config, seed=seed)
         self.penalty_method_ = config.penalty_method
         self.device_ = str(device)
-        trainer = Trainer(self.module_, train_config, device)
+        trainer = Trainer(self.module_, train_config, device, callbacks)
+        if resume is not None:
+            trainer.load_state_dict(resume)
         start = time.perf_counter()
         try:
             trainer.fit(x_train, x_val)
@@ -348,7 +377,9 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """``g(f(x))``, in the units of ``X``."""
-        X = self._check_X(X)
+        return self._reconstruct(self._check_X(X))
+
+    def _reconstruct(self, X: np.ndarray) -> np.ndarray:
         out = self._map(self._to_tensor(X), lambda b: self.module_.decode(self.module_.encode(b)))
         return (out * self.scale_factor_ + self.scale_offset_).astype(self._out_dtype(X))
 
@@ -356,11 +387,11 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """Negative mean squared reconstruction error, over samples and features, in the
         units of ``X`` (higher is better, as scikit-learn's model selection expects)."""
         X = self._check_X(X)
-        rec = self.reconstruct(X).astype(np.float64)
+        rec = self._reconstruct(X).astype(np.float64)
         return -float(np.mean((rec - X) ** 2))
 
     def _input_scale(self) -> torch.Tensor | None:
-        if self.scaling == "none" or np.all(self.scale_factor_ == 1.0):
+        if np.all(self.scale_factor_ == 1.0):  # fitted state, not the scaling parameter
             return None
         return torch.as_tensor(self.scale_factor_, dtype=torch.float32, device=self._device())
 
@@ -427,6 +458,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 est.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
             est.scale_offset_ = extra["scale_offset"].double().numpy()
             est.scale_factor_ = extra["scale_factor"].double().numpy()
+            _check_consistent(est, module.config)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: not a valid contractive model file ({exc})") from None
         dev = resolve_device(device)
@@ -448,6 +480,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         if "module_" in state and self.device_ != "cpu":  # pickles load without a GPU
-            state["module_"] = copy.deepcopy(self.module_).to("cpu")
+            module = ContractiveAutoencoderModule(self.module_.config)
+            module.load_state_dict({k: v.cpu() for k, v in self.module_.state_dict().items()})
+            state["module_"] = module.eval()
             state["device_"] = "cpu"
         return state

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
@@ -75,6 +76,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _jsonable(obj: Any) -> Any:
+    """JSON for NumPy scalars and arrays (e.g. parameters from a grid built with NumPy)."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store a {type(obj).__name__} in a model config")
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of the config's content (all but this digest), in a canonical JSON form."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    text = json.dumps(body, sort_keys=True, allow_nan=False, default=_jsonable)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _model_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.name in (WEIGHTS_NAME, CONFIG_NAME):
@@ -90,7 +107,6 @@ def save_module(
     folder = _model_dir(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: exists and is not a folder; a model is saved as a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     for k, v in (extra or {}).items():
         tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
@@ -105,7 +121,9 @@ def save_module(
         "module_config": module.config.to_dict(),
         "metadata": metadata,
     }
-    text = json.dumps(config, indent=1, allow_nan=False)
+    config["config_sha256"] = _config_digest(config)
+    text = json.dumps(config, indent=1, allow_nan=False, default=_jsonable)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / WEIGHTS_NAME, blob)
     atomic_write_bytes(folder / CONFIG_NAME, text.encode())
     return str(folder)
@@ -128,11 +146,13 @@ def load_module(
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{cfg_path}: not a contractive model config (format is not {FORMAT!r})")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(
             f"{cfg_path}: format_version {version!r} is not supported by contractive "
             f"{__version__} (reads up to {FORMAT_VERSION}); upgrade contractive"
         )
+    if config.get("config_sha256") != _config_digest(config):
+        raise ValueError(f"{cfg_path}: checksum mismatch: the config is corrupted or was edited")
     if not w_path.is_file():
         raise ValueError(f"{w_path}: missing weights file")
     blob = w_path.read_bytes()

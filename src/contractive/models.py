@@ -7,13 +7,16 @@ With ``tied_weights`` the decoder reuses the encoder's matrices transposed (``W'
 and owns only its biases. The forward pass returns the loss terms by name:
 
     reconstruction = mean_b L(x_b, r_b)          L: mse (mean over features) or bce
-    penalty        = mean_b ||J_f(x_b)||_F^2     (penalty.py for the convention)
+    penalty        = mean_b ||J_f(x_b)||_F^2     (penalty.py for the convention; estimated
+                                                  when the method is hutchinson, and for a
+                                                  deep plain auto-encoder, lambda = gamma = 0)
     higher_order   = mean_b E ||J_f(x_b) - J_f(x_b + eps)||_F^2      (CAE+H, when gamma > 0)
     loss           = reconstruction + lambda * penalty + gamma * higher_order
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -53,6 +56,18 @@ class CAEConfig:
 
     def __post_init__(self) -> None:
         self.hidden_layer_sizes = tuple(int(s) for s in self.hidden_layer_sizes)
+        for name in ("in_features", "n_components", "n_probes", "higher_order_copies"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        if any(s < 1 for s in self.hidden_layer_sizes):
+            raise ValueError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be >= 1")
+        for name in ("contractive_weight", "higher_order_weight", "higher_order_sigma"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+        if self.higher_order_sigma <= 0:
+            raise ValueError(f"higher_order_sigma={self.higher_order_sigma!r} must be > 0")
         get_activation(self.activation)
         if self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
@@ -221,6 +236,17 @@ class ContractiveAutoencoderModule(nn.Module):
     def _sketch(self, derivs: list[Tensor], probes: Tensor | None) -> Tensor:
         return P.mlp_sketch(self.config.penalty_method, self.encoder.weights, derivs, probes)
 
+    def _logged_sketch(self, derivs, probes, generator) -> Tensor:
+        """Closed form for one layer, else a one-probe estimate: about one backward pass."""
+        if len(derivs) == 1:
+            return P.closed_form_sketch(derivs[0], self.encoder.weights[0])
+        if probes is None:
+            probes = P.rademacher_probes(
+                derivs[0].shape[0], 1, self.config.n_components, generator=generator,
+                device=derivs[0].device, dtype=derivs[0].dtype,
+            )
+        return P.mlp_probe_products(self.encoder.weights, derivs, probes)
+
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Loss terms of a batch ``x`` ``(B, d)``: scalars named as in the module docstring.
 
@@ -238,9 +264,9 @@ class ContractiveAutoencoderModule(nn.Module):
             )
         if cfg.contractive_weight > 0 or cfg.higher_order_weight > 0:
             sketch = self._sketch(derivs, probes)
-        else:  # a plain auto-encoder: the penalty is only logged
+        else:  # a plain auto-encoder: the penalty is only logged, so estimate it cheaply
             with torch.no_grad():
-                sketch = self._sketch([d.detach() for d in derivs], probes)
+                sketch = self._logged_sketch([d.detach() for d in derivs], probes, generator)
         pen = P.squared_norm(sketch).mean()
         terms = {"reconstruction": recon, "penalty": pen}
         loss = recon + cfg.contractive_weight * pen

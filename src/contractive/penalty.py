@@ -190,7 +190,8 @@ def func_probe_products(func: Callable[[Tensor], Tensor], x: Tensor, probes: Ten
     """Rows ``p^T J`` for any batched map ``func``, by one autograd pass per probe.
 
     probes: ``(B, m, k)``. Returns ``(B, m, d)``, with a graph (``create_graph=True``) so the
-    result can be differentiated again with respect to the parameters of ``func``.
+    result can be differentiated again with respect to the parameters of ``func`` (not with
+    respect to ``x``, which is detached).
     """
     with torch.enable_grad():  # also under no_grad: the products need a graph
         xr = x.detach().requires_grad_(True)
@@ -248,10 +249,19 @@ def _sketch(
 
 
 def _concrete(encoder: Callable[[Tensor], Tensor], x: Tensor, method: str) -> tuple[str, int]:
+    if isinstance(encoder, MLPLike):
+        weights = encoder.weights
+        return resolve_method(
+            method, n_layers=len(weights), n_components=weights[-1].shape[0]
+        ), weights[-1].shape[0]
+    if method == "closed_form":
+        raise ValueError(
+            "method='closed_form' needs an MLP encoder (an MLPLike module); for any other "
+            "encoder use 'exact' or 'hutchinson'"
+        )
     with torch.no_grad():
         k = encoder(x[:1]).shape[-1]
-    n_layers = len(encoder.weights) if isinstance(encoder, MLPLike) else 2
-    return resolve_method(method, n_layers=n_layers, n_components=k), k
+    return resolve_method(method, n_layers=2, n_components=k), k
 
 
 def contractive_penalty(

@@ -45,6 +45,34 @@ def reconstruction_grid(
     return fig
 
 
+def reconstruction_profiles(
+    originals: np.ndarray, reconstructions: np.ndarray, *, title: str | None = None,
+) -> Figure:
+    """For data that are not images: each row's features (solid) and reconstruction (dashed).
+
+    originals, reconstructions: ``(m, d)``; one colour per row.
+    """
+    originals = np.asarray(originals, dtype=np.float64)
+    reconstructions = np.asarray(reconstructions, dtype=np.float64)
+    if originals.shape != reconstructions.shape or originals.ndim != 2 or not len(originals):
+        raise ValueError(
+            f"originals {originals.shape} and reconstructions {reconstructions.shape} must be "
+            "the same non-empty 2-D shape"
+        )
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.subplots()
+    features = np.arange(1, originals.shape[1] + 1)
+    for i, (x, r) in enumerate(zip(originals, reconstructions)):
+        (line,) = ax.plot(features, x, "-", lw=1.2, label=f"row {i + 1}")
+        ax.plot(features, r, "--", lw=1.2, color=line.get_color())
+    ax.set_xlabel("feature")
+    ax.set_ylabel("value")
+    ax.legend(fontsize=7, ncol=min(5, len(originals)))
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
 def training_curves(history: Sequence[dict], *, title: str | None = None) -> Figure:
     """Each loss term per epoch (one panel per term, log scale; validation dashed)."""
     if not history:

@@ -23,7 +23,8 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -95,14 +96,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def place_data(x: Tensor, device: torch.device, *, max_fraction: float = 0.5) -> Tensor:
     """Move ``x`` to ``device`` when it takes at most ``max_fraction`` of its free memory.
 
-    Otherwise ``x`` stays on the host (pinned for CUDA) and batches are copied one at a time.
+    Otherwise ``x`` stays on the host and each batch is copied over when it is used.
     """
-    if device.type == "cpu":
-        return x.cpu()
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if x.numel() * x.element_size() > max_fraction * free:
-            return x.cpu().pin_memory()
+            return x.cpu()
     return x.to(device)
 
 
@@ -157,9 +156,10 @@ class Trainer:
     # -- resumable state ----------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """A snapshot (copies, not live references) of everything a resume needs."""
         return {
-            "module": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "module": self._snapshot(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "shuffle_gen": self.shuffle_gen.get_state(),
             "noise_gen": self.noise_gen.get_state(),
             "epoch": self.epoch,
@@ -167,23 +167,36 @@ class Trainer:
             "best_loss": self.best_loss,
             "best_state": self.best_state,
             "epochs_no_improve": self.epochs_no_improve,
+            "stopped_early": self.stopped_early,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.shuffle_gen.set_state(state["shuffle_gen"])
-        self.noise_gen.set_state(state["noise_gen"])
         self.epoch = state["epoch"]
+        try:
+            self.noise_gen.set_state(state["noise_gen"])
+        except RuntimeError:  # saved on another device type: its generator state differs
+            warnings.warn(
+                f"the training state comes from another device type than {self.device.type}: "
+                "the estimate's probes and the CAE+H noise are re-seeded, so the run will not "
+                "repeat an uninterrupted one exactly", RuntimeWarning, stacklevel=2,
+            )
+            self.noise_gen.manual_seed(self.config.seed + 1 + self.epoch)
         self.history = copy.deepcopy(state["history"])
         self.best_loss = state["best_loss"]
         self.best_state = state["best_state"]
         self.epochs_no_improve = state["epochs_no_improve"]
+        self.stopped_early = state.get("stopped_early", False)
 
     # -- the loop -----------------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def _weights_finite(self) -> bool:
+        return bool(torch.stack([p.isfinite().all() for p in self.module.parameters()]).all())
 
     def _train_epoch(self, x: Tensor) -> dict[str, Tensor]:
         self.module.train()
@@ -202,8 +215,10 @@ class Trainer:
         return sums
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, chunk: int = 4096) -> dict[str, float]:
-        """Mean loss terms over ``x`` (estimates drawn from a fixed seed, so comparable)."""
+    def evaluate(self, x: Tensor, chunk: int | None = None) -> dict[str, float]:
+        """Mean loss terms over ``x`` (estimates drawn from a fixed seed, so comparable), in
+        chunks of ``chunk`` rows (default: 4 batches, so memory stays as in training)."""
+        chunk = chunk or 4 * self.config.batch_size
         self.module.eval()
         gen = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
         sums: dict[str, Tensor] = {}
@@ -225,7 +240,7 @@ class Trainer:
             raise ValueError("early_stopping needs a validation set")
         x_train = place_data(x_train, self.device)
         x_val = None if x_val is None else place_data(x_val, self.device)
-        epochs = range(self.epoch, c.max_epochs)
+        epochs = range(self.epoch, self.epoch if self.stopped_early else c.max_epochs)
         bar = None
         if c.verbose:
             from tqdm.auto import tqdm
@@ -234,27 +249,29 @@ class Trainer:
                 epochs, desc="training", unit="epoch", initial=self.epoch, total=c.max_epochs
             )
             epochs = bar
-        last_good = self._snapshot()
+        last_good = (self._snapshot(), copy.deepcopy(self.optimizer.state_dict()))
         for _ in epochs:
             t0 = time.perf_counter()
             sums = self._train_epoch(x_train)
             record = {"epoch": self.epoch + 1}
             record.update({k: float(v) / x_train.shape[0] for k, v in sums.items()})
-            bad = [k for k, v in record.items() if not math.isfinite(v)]
-            if bad:
-                self.module.load_state_dict(last_good)
-                raise NonFiniteLossError(
-                    f"training diverged in epoch {self.epoch + 1}: the {bad[0]} became "
-                    f"{record[bad[0]]}; try a lower learning_rate (now {c.learning_rate:g}) or "
-                    "contractive_weight; the model keeps the weights of the last good epoch "
-                    f"({self.epoch})"
-                )
             if x_val is not None:
                 record.update({f"val_{k}": v for k, v in self.evaluate(x_val).items()})
+            bad = [f"{k} became {v}" for k, v in record.items() if not math.isfinite(v)]
+            if not bad and not self._weights_finite():
+                bad = ["weights became non-finite"]
+            if bad:
+                self.module.load_state_dict(last_good[0])
+                self.optimizer.load_state_dict(last_good[1])
+                raise NonFiniteLossError(
+                    f"training diverged in epoch {self.epoch + 1}: the {bad[0]}; try a lower "
+                    f"learning_rate (now {c.learning_rate:g}) or contractive_weight; the model "
+                    f"keeps the weights of the last good epoch ({self.epoch})"
+                )
             record["time_s"] = time.perf_counter() - t0
             self.history.append(record)
             self.epoch += 1
-            last_good = self._snapshot()
+            last_good = (self._snapshot(), copy.deepcopy(self.optimizer.state_dict()))
             if bar is not None:
                 bar.set_postfix(
                     {k: f"{record[k]:.4g}" for k in _SHOWN if k in record}
@@ -283,8 +300,3 @@ class Trainer:
             self.epochs_no_improve += 1
         return self.epochs_no_improve >= self.config.n_iter_no_change
 
-
-def iterate_chunks(x: Tensor, chunk: int) -> Iterator[Tensor]:
-    """Consecutive row chunks of ``x`` (for inference in bounded memory)."""
-    for start in range(0, x.shape[0], chunk):
-        yield x[start : start + chunk]

@@ -1,10 +1,12 @@
-"""``contractive train DATA``: fit a CAE and write a run folder.
+"""``contractive train DATA --out RUN_DIR``: fit a CAE, checkpointing every epoch.
 
-The run folder holds the model (``model.safetensors`` + ``model.json``), the resolved
-parameters (``config.json``), ``metrics.json``, the history (``history.json``,
-``history.csv``) and figures (``reconstructions.png``: test originals above their
-reconstructions; ``training_curves.png``). It is assembled in a temporary folder beside
-RUN_DIR and renamed into place at the end, so a failed run leaves nothing half-written.
+Parameters come from, lowest first: the estimator's defaults, ``--config run.toml``, then
+the flags given. Everything is checked (parameters, output folder, data) before anything
+is written. The run folder then gets ``config.json`` (the resolved parameters; a missing
+``random_state`` is drawn and recorded, so ``--resume`` continues the same run), a
+checkpoint after every epoch, and the model, metrics, history and figures at the end (see
+``contractive.runs``). ``--resume`` continues from the last checkpoint with the optimizer and
+random-generator state, so the result equals an uninterrupted run's (bitwise on the CPU).
 """
 
 from __future__ import annotations
@@ -16,26 +18,37 @@ import io as _io
 import json
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..activations import ACTIVATIONS
-from ..data import DATASETS, load_dataset
+from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..data import DATASETS
 from ..estimator import SCALINGS, ContractiveAutoencoder
-from ..io import atomic_write_bytes, default_mode
+from ..io import atomic_write_bytes
 from ..models import LOSSES, OUTPUT_ACTIVATIONS
 from ..penalty import METHODS
-from ..plotting import reconstruction_grid, training_curves
-from ..training import OPTIMIZERS
+from ..plotting import reconstruction_grid, reconstruction_profiles, training_curves
+from ..runs import (
+    CONFIG_NAME,
+    HELDOUT_NAME,
+    image_shape_for,
+    load_data,
+    read_run_config,
+    write_json,
+)
+from ..training import OPTIMIZERS, resolve_device
 
 EXAMPLE = """examples:
   contractive train digits
-  contractive train digits --out runs/digits --n-components 16 --max-epochs 200 --seed 0
-  contractive train mnist --data-dir ../shared/data/mnist --n-components 64 --max-epochs 3"""
+  contractive train digits --out runs/digits --n-components 16 --max-epochs 300 --seed 0
+  contractive train mnist --data-dir ../shared/data/mnist --n-components 64 --max-epochs 3
+  contractive train data.csv --label-column label --scaling standard --out runs/mine
+  contractive train --config run.toml --out runs/a      (then, after a stop: ... --resume)"""
 
 CHOICES = {
     "activation": tuple(sorted(ACTIVATIONS)),
@@ -45,6 +58,10 @@ CHOICES = {
     "scaling": SCALINGS,
     "optimizer": OPTIMIZERS,
 }
+#: Parameters that may change when a run is resumed (the rest must match the run's).
+RESUMABLE_CHANGES = ("max_epochs", "device", "verbose")
+RUN_KEYS = ("data", "out", "data_dir", "label_column", "test_fraction")
+PARAMS = [n for n in inspect.signature(ContractiveAutoencoder.__init__).parameters if n != "self"]
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -64,14 +81,14 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 
 
 def add_estimator_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per estimator parameter, same name with dashes, default from the estimator."""
+    """One flag per estimator parameter, same name with dashes; absent unless given."""
     group = parser.add_argument_group("model and training (ContractiveAutoencoder parameters)")
     for name, param in inspect.signature(ContractiveAutoencoder.__init__).parameters.items():
         if name == "self":
             continue
         default = param.default
         flag = "--" + name.replace("_", "-")
-        kw: dict = {"dest": name, "default": default, "help": f"default: {default!r}"}
+        kw: dict = {"dest": name, "default": argparse.SUPPRESS, "help": f"default: {default!r}"}
         if name == "hidden_layer_sizes":
             group.add_argument(flag, type=parse_sizes, metavar="N,N,...", **kw)
         elif name == "random_state":
@@ -94,31 +111,153 @@ def register(sub) -> None:
         description="Train a contractive auto-encoder on DATA and write a run folder.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", metavar="DATA", help=f"dataset name: {', '.join(DATASETS)}")
+    p.add_argument("data", metavar="DATA", nargs="?",
+                   help=f"a dataset ({', '.join(DATASETS)}) or a data file (.npy, .npz, .csv, "
+                        ".tsv, .parquet, IDX)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/DATA-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files (mnist)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN_DIR from its last checkpoint (or start it)")
+    p.add_argument("--config", metavar="TOML", help="parameters from a TOML file (flags win)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding a dataset's files")
+    p.add_argument("--label-column", metavar="NAME|INDEX",
+                   help="column (or .npz array) with labels, left out of the features")
+    p.add_argument("--test-fraction", type=float, metavar="FLOAT",
+                   help="rows of a data file held out for metrics (default 0.1)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_estimator_flags(p)
     p.set_defaults(run=run)
 
 
-def _estimator_params(args: argparse.Namespace) -> dict:
-    names = ContractiveAutoencoder().get_params()
-    return {k: getattr(args, k) for k in names}
+# -- parameters -----------------------------------------------------------------------------
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config {path}: not valid TOML ({exc})") from None
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name == "seed":
+            name = "random_state"
+        if name not in PARAMS and name not in RUN_KEYS:
+            raise ValueError(
+                f"--config {path}: unknown key {key!r}; valid: "
+                + ", ".join(RUN_KEYS + tuple(PARAMS))
+            )
+        if name == "hidden_layer_sizes" and isinstance(value, list):
+            value = tuple(value)
+        out[name] = value
+    return out
+
+
+def _normalise(params: dict[str, Any]) -> dict[str, Any]:
+    out = dict(params)
+    if isinstance(out.get("hidden_layer_sizes"), list):
+        out["hidden_layer_sizes"] = tuple(out["hidden_layer_sizes"])
+    return out
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    """Validate the estimator parameters without data (the same checks ``fit`` runs)."""
+    est = ContractiveAutoencoder(**params)
+    est._module_config(1)
+    est._train_config(1, 0)
+    resolve_device(params["device"])
+
+
+def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
+    """(estimator params, run settings, run folder, stored config when resuming)."""
+    from_file = _read_toml(args.config) if args.config else {}
+    given = {**{k: v for k, v in from_file.items() if k in PARAMS},
+             **{k: getattr(args, k) for k in PARAMS if hasattr(args, k)}}
+    settings = {k: from_file.get(k) for k in RUN_KEYS}
+    for key in RUN_KEYS:
+        if getattr(args, key, None) is not None:
+            settings[key] = getattr(args, key)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if settings["out"]:
+        out = Path(settings["out"])
+    elif settings["data"]:
+        out = Path("runs") / f"{Path(settings['data']).stem}-{stamp}"
+    else:
+        raise ValueError("DATA is missing: name a dataset or a file (or set data in --config)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(
-            f"--out {out}: folder exists and is not empty; pass --overwrite to replace it"
-        )
+    stored = None
+    if args.resume and (out / CONFIG_NAME).exists():
+        stored = read_run_config(out)
+        params = _normalise(stored["params"])
+        for key, value in _normalise(given).items():
+            if key in RESUMABLE_CHANGES:
+                params[key] = value
+            elif params.get(key) != value:
+                raise ValueError(
+                    f"--{key.replace('_', '-')} {value!r} differs from the run's "
+                    f"{params.get(key)!r} in {out}; a resumed run keeps its parameters (only "
+                    f"{', '.join(RESUMABLE_CHANGES)} may change)"
+                )
+        data = stored["data"]
+        if settings["data"] and settings["data"] not in (data.get("name"), data.get("spec")):
+            raise ValueError(
+                f"DATA {settings['data']!r} differs from the run's {data.get('spec')!r}"
+            )
+        settings.update({"data": data["spec"], "data_dir": data.get("data_dir"),
+                         "label_column": data.get("label_column"),
+                         "test_fraction": data.get("test_fraction")})
+    else:
+        if not settings["data"]:
+            raise ValueError("DATA is missing: name a dataset or a file (or set data in --config)")
+        busy = out.is_dir() and any(out.iterdir())
+        if busy and not (args.overwrite or args.resume):
+            raise ValueError(
+                f"--out {out}: folder exists and is not empty; pass --overwrite to replace it "
+                "or --resume to continue it"
+            )
+        params = ContractiveAutoencoder().get_params()
+        params.update(_normalise(given))
+        if params["random_state"] is None:  # fixed now, so that --resume can redo the same run
+            params["random_state"] = int(np.random.default_rng().integers(2**31 - 1))
+    if "verbose" not in given:
+        params["verbose"] = sys.stderr.isatty()
+    _check_params(params)
+    fraction = settings["test_fraction"]
+    settings["test_fraction"] = 0.1 if fraction is None else fraction
+    if not (isinstance(settings["test_fraction"], (int, float))
+            and 0 <= settings["test_fraction"] < 1):
+        raise ValueError(f"--test-fraction {fraction!r} must be a number in [0, 1)")
+    return params, settings, out, stored
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+class _EpochHook:
+    """After each epoch: a checkpoint (atomic) and a line in ``train.log``."""
+
+    def __init__(self, out: Path, meta: dict) -> None:
+        self.out, self.meta = out, meta
+
+    def __call__(self, trainer) -> None:
+        save_checkpoint(self.out / CHECKPOINT_NAME, trainer.state_dict(), self.meta)
+        record = trainer.history[-1]
+        terms = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k not in ("epoch",))
+        with open(self.out / "train.log", "a", encoding="utf-8") as log:
+            log.write(f"{datetime.now().isoformat(timespec='seconds')} epoch {record['epoch']}"
+                      f"/{trainer.config.max_epochs} {terms}\n")
 
 
 def _write_history(folder: Path, history: list[dict]) -> None:
-    atomic_write_bytes(folder / "history.json", json.dumps(history, indent=1).encode())
+    write_json(folder / "history.json", history)
     buf = _io.StringIO()
     keys = list(dict.fromkeys(k for h in history for k in h))
     writer = csv.DictWriter(buf, fieldnames=keys)
@@ -127,71 +266,104 @@ def _write_history(folder: Path, history: list[dict]) -> None:
     atomic_write_bytes(folder / "history.csv", buf.getvalue().encode())
 
 
-def run(args: argparse.Namespace) -> int:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else Path("runs") / f"{args.data}-{stamp}"
-    _check_out(out, args.overwrite)
-    params = _estimator_params(args)
-    est = ContractiveAutoencoder(**params)
-    est._module_config(1)  # validate the parameters before loading any data
-    ds = load_dataset(args.data, args.data_dir)
+def _prepare_folder(out: Path, overwrite: bool, resume: bool) -> None:
+    if out.is_dir() and overwrite and not resume:
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # left by a write that was killed
+        stale.unlink(missing_ok=True)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(default_mode(directory=True))
+
+def _metrics(est: ContractiveAutoencoder, data, fit_s: float) -> dict:
+    X_eval = data.X_heldout if data.X_heldout is not None else data.X
+    rec = est.reconstruct(X_eval)
+    seconds = sum(h["time_s"] for h in est.history_)  # this process's epochs only
+    return {
+        "data": data.source.get("name") or data.source.get("path"),
+        "evaluated_on": "held-out" if data.X_heldout is not None else "training data",
+        "n_train": int(len(data.X)),
+        "n_eval": int(len(X_eval)),
+        "n_features": int(data.X.shape[1]),
+        "n_components": int(est.n_components),
+        "penalty_method": est.penalty_method_,
+        "device": est.device_,
+        "epochs": int(est.n_epochs_),
+        "stopped_early": bool(est.stopped_early_),
+        "fit_time_s": fit_s,
+        "train_samples_per_s": len(data.X) * len(est.history_) / seconds if seconds else None,
+        "train_mse": -est.score(data.X),
+        "test_mse": float(np.mean((rec.astype(np.float64) - X_eval) ** 2)),
+        "test_mean_jacobian_frobenius_sq": float(np.mean(est.penalty(X_eval))),
+        "final_train_loss": est.history_[-1]["loss"] if est.history_ else None,
+    }
+
+
+def _figures(out: Path, est: ContractiveAutoencoder, data, label: str) -> None:
+    X_eval = data.X_heldout if data.X_heldout is not None else data.X
+    rec = est.reconstruct(X_eval[:10])
+    shape = image_shape_for(X_eval.shape[1], data.image_shape)
+    title = (f"{label}: {'held-out' if data.X_heldout is not None else 'training'} rows (top) "
+             f"and CAE reconstructions (bottom), k={est.n_components}, "
+             f"lambda={est.contractive_weight:g}")
+    if shape is not None:
+        fig = reconstruction_grid(X_eval[:10], rec, shape, title=title)
+    else:
+        fig = reconstruction_profiles(X_eval[:5], rec[:5], title=title.replace("(top)", "(solid)")
+                                      .replace("(bottom)", "(dashed)"))
+    fig.savefig(out / "reconstructions.png", dpi=100)
+    if est.history_:
+        training_curves(est.history_, title=f"training on {label}").savefig(
+            out / "training_curves.png", dpi=100)
+
+
+def run(args: argparse.Namespace) -> int:
+    params, settings, out, stored = _resolve(args)
+    heldout = None
+    if stored is not None and (out / HELDOUT_NAME).exists():
+        heldout = np.load(out / HELDOUT_NAME, allow_pickle=False)
+    data = load_data(
+        settings["data"], data_dir=settings["data_dir"], label_column=settings["label_column"],
+        test_fraction=settings["test_fraction"], seed=params["random_state"], heldout=heldout,
+    )
+    resume_state = None
+    if args.resume and (out / CHECKPOINT_NAME).exists():
+        resume_state, _ = load_checkpoint(out / CHECKPOINT_NAME)
+
+    _prepare_folder(out, args.overwrite, args.resume)
+    source = {**data.source, "spec": settings["data"]}
+    if stored is None:
+        if data.heldout_rows is not None:
+            buf = _io.BytesIO()
+            np.save(buf, data.heldout_rows)
+            atomic_write_bytes(out / HELDOUT_NAME, buf.getvalue())
+        write_json(out / CONFIG_NAME, {"data": source, "params": params})
+    est = ContractiveAutoencoder(**params)
+    hook = _EpochHook(out, {"params": params})
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        est.fit(ds.X_train)
-        fit_s = time.perf_counter() - t0
-        rec_test = est.reconstruct(ds.X_test)
-        metrics = {
-            "dataset": ds.name,
-            "n_train": int(len(ds.X_train)),
-            "n_test": int(len(ds.X_test)),
-            "n_features": int(ds.X_train.shape[1]),
-            "n_components": int(est.n_components),
-            "penalty_method": est.penalty_method_,
-            "device": est.device_,
-            "epochs": int(est.n_epochs_),
-            "fit_time_s": fit_s,
-            "train_samples_per_s": est.n_epochs_ * len(ds.X_train) / fit_s,
-            "train_mse": -est.score(ds.X_train),
-            "test_mse": float(np.mean((rec_test.astype(np.float64) - ds.X_test) ** 2)),
-            "test_mean_jacobian_frobenius_sq": float(np.mean(est.penalty(ds.X_test))),
-            "final_train_loss": est.history_[-1]["loss"] if est.history_ else None,
-        }
-        est.save(tmp)
-        config = {"data": args.data, "data_dir": args.data_dir, "params": est.get_params()}
-        atomic_write_bytes(tmp / "config.json", json.dumps(config, indent=1).encode())
-        atomic_write_bytes(tmp / "metrics.json", json.dumps(metrics, indent=1).encode())
-        _write_history(tmp, est.history_)
-        if ds.image_shape is not None:
-            fig = reconstruction_grid(
-                ds.X_test, rec_test, ds.image_shape,
-                title=f"{ds.name} test images (top) and CAE reconstructions (bottom), "
-                f"k={est.n_components}, lambda={est.contractive_weight:g}",
-            )
-            fig.savefig(tmp / "reconstructions.png", dpi=100)
-        if est.history_:
-            training_curves(est.history_, title=f"training on {ds.name}").savefig(
-                tmp / "training_curves.png", dpi=100
-            )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        est._fit(data.X, callbacks=[hook], resume=resume_state)
+    except KeyboardInterrupt:
+        done = len(getattr(est, "history_", []) or [])
+        print(f"contractive train: interrupted; the checkpoint of the last finished epoch "
+              f"({done}) is in {out}; continue with: contractive train --out {out} --resume",
+              file=sys.stderr)
+        return 130
+    fit_s = time.perf_counter() - t0
+    metrics = _metrics(est, data, fit_s)
+    est.save(out)
+    write_json(out / "metrics.json", metrics)
+    _write_history(out, est.history_)
+    _figures(out, est, data, str(settings["data"]))
     if args.json:
         print(json.dumps({"run_dir": str(out), **metrics}, indent=1))
     else:
-        files = ", ".join(sorted(p.name for p in out.iterdir()))
         print(
-            f"trained on {ds.name} ({metrics['n_train']} samples, {metrics['epochs']} epochs, "
-            f"{fit_s:.1f} s): test MSE {metrics['test_mse']:.5f}, "
-            f"test mean ||J||_F^2 {metrics['test_mean_jacobian_frobenius_sq']:.4g}"
+            f"trained on {metrics['data']} ({metrics['n_train']} samples, {metrics['epochs']} "
+            f"epochs, {fit_s:.1f} s): {metrics['evaluated_on']} MSE {metrics['test_mse']:.5g}, "
+            f"mean ||J||_F^2 {metrics['test_mean_jacobian_frobenius_sq']:.4g}"
         )
         print(f"run folder: {out}")
-        print(f"  {files}")
-    sys.stdout.flush()
+        print(f"  {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
+

@@ -1,0 +1,75 @@
+"""What several commands share: a run's model and the data a command is pointed at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..estimator import ContractiveAutoencoder
+from ..runs import HELDOUT_NAME, Data, is_dataset_name, load_data, read_run_config
+
+
+def add_data_options(p, *, split: bool = True) -> None:
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding a dataset's files")
+    p.add_argument("--label-column", metavar="NAME|INDEX",
+                   help="column (or .npz array) with labels, left out of the features")
+    if split:
+        p.add_argument("--split", choices=("test", "train"), default="test",
+                       help="for a dataset name: which split (default: test)")
+    p.add_argument("--device", default="auto", help="device for inference (default: auto)")
+
+
+def run_model(run_dir: str, device: str) -> tuple[ContractiveAutoencoder, dict]:
+    """The model and ``config.json`` of a run folder."""
+    config = read_run_config(run_dir)
+    if not (Path(run_dir) / "model.json").exists():
+        raise ValueError(
+            f"{run_dir}: the run has no model yet (training unfinished?); "
+            f"finish it with: contractive train --out {run_dir} --resume"
+        )
+    return ContractiveAutoencoder.load(run_dir, device=device), config
+
+
+def _heldout(run_dir: str) -> np.ndarray | None:
+    path = Path(run_dir) / HELDOUT_NAME
+    return np.load(path, allow_pickle=False) if path.exists() else None
+
+
+def training_data(run_dir: str, config: dict) -> Data:
+    """The run's own data, split as in training."""
+    src = config["data"]
+    return load_data(src["spec"], data_dir=src.get("data_dir"),
+                     label_column=src.get("label_column"), heldout=_heldout(run_dir))
+
+
+def eval_rows(
+    run_dir: str, config: dict, spec: str | None, *, data_dir: str | None,
+    label_column: str | None, split: str = "test",
+) -> tuple[np.ndarray, np.ndarray | None, str, Data | None]:
+    """(X, y, description, the run's training data when it was loaded) for a command's DATA.
+
+    No DATA: the run's held-out rows. A dataset name: its ``split``. A file: all its rows.
+    """
+    if spec is None:
+        data = training_data(run_dir, config)
+        if data.X_heldout is None:
+            raise ValueError(
+                f"{run_dir}: the run held out no rows (--test-fraction 0); name DATA to use"
+            )
+        return data.X_heldout, data.y_heldout, f"{config['data']['spec']} (held out)", data
+    if is_dataset_name(spec):
+        data = load_data(spec, data_dir=data_dir)
+        if split == "train":
+            return data.X, data.y, f"{spec} (train)", None
+        return data.X_heldout, data.y_heldout, f"{spec} (test)", None
+    data = load_data(spec, label_column=label_column)
+    return data.X, data.y, spec, None
+
+
+def check_features(X: np.ndarray, est: ContractiveAutoencoder, spec: str, run_dir: str) -> None:
+    if X.shape[1] != est.n_features_in_:
+        raise ValueError(
+            f"{spec}: has {X.shape[1]} features, but the model in {run_dir} expects "
+            f"{est.n_features_in_}"
+        )

@@ -1,0 +1,56 @@
+"""``contractive encode`` / ``contractive reconstruct``: apply a run's model to DATA.
+
+The output format follows the extension of ``-o``: ``.npy``, ``.csv`` or ``.tsv`` (with a
+header), written atomically. The model applies the scaling it was trained with.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..files import write_array
+from ._common import add_data_options, check_features, eval_rows, run_model
+
+EXAMPLES = {
+    "encode": """examples:
+  contractive encode runs/digits digits -o codes.npy
+  contractive encode runs/mine data.csv --label-column label -o codes.csv""",
+    "reconstruct": """examples:
+  contractive reconstruct runs/digits digits --split test -o recon.npy
+  contractive reconstruct runs/mine data.csv -o recon.csv""",
+}
+
+
+def register(sub) -> None:
+    for name, what in (("encode", "codes f(x)"), ("reconstruct", "reconstructions g(f(x))")):
+        p = sub.add_parser(
+            name, help=f"write the {what} of DATA",
+            description=f"Write the {what} of DATA with the model of RUN_DIR.",
+            epilog=EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.add_argument("data", metavar="DATA", help="dataset name or data file")
+        p.add_argument("-o", "--output", required=True, metavar="FILE",
+                       help="output file: .npy, .csv or .tsv")
+        add_data_options(p)
+        p.set_defaults(run=run, what=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.output.lower().endswith((".npy", ".csv", ".tsv")):
+        raise ValueError(f"-o {args.output}: unknown output format; use .npy, .csv or .tsv")
+    est, config = run_model(args.run_dir, args.device)
+    X, _, described, _ = eval_rows(
+        args.run_dir, config, args.data, data_dir=args.data_dir,
+        label_column=args.label_column, split=args.split,
+    )
+    check_features(X, est, described, args.run_dir)
+    if args.what == "encode":
+        out, header = est.transform(X), list(est.get_feature_names_out())
+    else:
+        names = getattr(est, "feature_names_in_", None)
+        out = est.reconstruct(X)
+        header = list(names) if names is not None else [f"x{i}" for i in range(X.shape[1])]
+    write_array(args.output, out, header=header)
+    print(f"wrote {args.output}: {out.shape[0]} rows x {out.shape[1]} columns ({described})")
+    return 0

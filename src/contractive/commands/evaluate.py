@@ -1,0 +1,106 @@
+"""``contractive evaluate RUN_DIR [DATA]``: the CAE against PCA, as one table.
+
+Columns: reconstruction MSE and mean ``||J_f(x)||_F^2`` (for PCA, ``||W||_F^2 = k``); with
+labels, the accuracy of a linear probe (logistic regression on standardised codes) and of a
+5-nearest-neighbour classifier on the codes, both by stratified cross-validation on the
+evaluated rows (at most 5,000 of them). PCA has the same number of components, fitted on the
+run's training data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ._common import add_data_options, check_features, eval_rows, run_model, training_data
+
+EXAMPLE = """examples:
+  contractive evaluate runs/digits                 (the run's held-out rows)
+  contractive evaluate runs/mnist mnist --split test --json
+  contractive evaluate runs/mine new.csv --label-column label"""
+MAX_PROBE_ROWS = 5000
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="reconstruction, contraction and probe accuracy, against PCA",
+        description=__doc__.split("\n\n")[1], epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("data", metavar="DATA", nargs="?",
+                   help="dataset name or data file (default: the run's held-out rows)")
+    add_data_options(p)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(run=run)
+
+
+def _probes(codes: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float] | None:
+    """Cross-validated linear-probe and kNN accuracy, or None when the labels do not allow."""
+    if len(codes) > MAX_PROBE_ROWS:
+        keep = np.random.default_rng(seed).choice(len(codes), MAX_PROBE_ROWS, replace=False)
+        codes, y = codes[keep], y[keep]
+    _, counts = np.unique(y, return_counts=True)
+    folds = int(min(5, counts.min()))
+    if len(counts) < 2 or folds < 2:
+        return None
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+    knn = KNeighborsClassifier(5)
+    return {
+        "linear_probe_accuracy": float(cross_val_score(linear, codes, y, cv=cv).mean()),
+        "knn_accuracy": float(cross_val_score(knn, codes, y, cv=cv).mean()),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    est, config = run_model(args.run_dir, args.device)
+    X, y, described, train = eval_rows(
+        args.run_dir, config, args.data, data_dir=args.data_dir,
+        label_column=args.label_column, split=args.split,
+    )
+    check_features(X, est, described, args.run_dir)
+    if train is None:
+        train = training_data(args.run_dir, config)
+    k = est.n_components
+    codes = est.transform(X)
+    rows = {"CAE": {
+        "reconstruction_mse": -est.score(X),
+        "mean_jacobian_frobenius_sq": float(np.mean(est.penalty(X))),
+    }}
+    pca = PCA(n_components=min(k, *train.X.shape), random_state=0).fit(train.X)
+    pca_codes = pca.transform(X)
+    rows["PCA"] = {
+        "reconstruction_mse": float(np.mean((pca.inverse_transform(pca_codes) - X) ** 2)),
+        "mean_jacobian_frobenius_sq": float(pca.n_components_),
+    }
+    if y is not None:
+        for name, c in (("CAE", codes), ("PCA", pca_codes)):
+            probes = _probes(c, y)
+            if probes:
+                rows[name].update(probes)
+    result = {"run_dir": args.run_dir, "data": described, "n_samples": int(len(X)),
+              "n_components": int(k), "results": rows}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    cols = [("reconstruction_mse", "recon. MSE", ".5g"),
+            ("mean_jacobian_frobenius_sq", "mean ||J||_F^2", ".4g"),
+            ("linear_probe_accuracy", "linear probe", ".2%"), ("knn_accuracy", "5-NN", ".2%")]
+    cols = [c for c in cols if any(c[0] in r for r in rows.values())]
+    print(f"{described}: {len(X)} samples, {k} components")
+    print(f"{'':10}" + "".join(f"{title:>16}" for _, title, _ in cols))
+    for name, r in rows.items():
+        label = f"{name} (k={k})" if name == "CAE" else f"PCA (k={pca.n_components_})"
+        print(f"{label:10}" + "".join(f"{format(r[key], fmt):>16}" for key, _, fmt in cols))
+    if y is None:
+        print("(no labels: probe accuracies need --label-column or a labelled dataset)")
+    return 0

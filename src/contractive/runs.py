@@ -1,0 +1,125 @@
+"""Run folders and the data a command names.
+
+A run folder (``contractive train DATA --out RUN_DIR``) holds:
+
+==========================  ===========================================================
+``config.json``             the resolved parameters and where the data came from (first)
+``checkpoint.safetensors``  the training state after the last finished epoch (resume)
+``train.log``               one line per epoch
+``heldout.npy``             indices of the held-out rows (for a data file)
+``model.safetensors``       the model (with ``model.json``): ``contractive.load(RUN_DIR)``
+``metrics.json``            test reconstruction error, mean ``||J||_F^2``, timings
+``history.json`` / ``.csv`` the loss terms per epoch
+``*.png``                   reconstructions and training curves
+==========================  ===========================================================
+
+Every file is written atomically (``io.atomic_write_bytes``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import DATASETS, load_dataset
+from .files import read_data
+from .io import atomic_write_bytes
+
+CONFIG_NAME = "config.json"
+HELDOUT_NAME = "heldout.npy"
+
+
+@dataclass
+class Data:
+    """Rows to train or evaluate on, with labels and an image shape where known.
+
+    ``X_heldout`` / ``y_heldout``: the dataset's test split, or the held-out rows of a file.
+    """
+
+    source: dict
+    X: np.ndarray
+    y: np.ndarray | None
+    X_heldout: np.ndarray | None = None
+    y_heldout: np.ndarray | None = None
+    image_shape: tuple[int, ...] | None = None
+    feature_names: list[str] | None = None
+    heldout_rows: np.ndarray | None = None
+
+
+def is_dataset_name(spec: str) -> bool:
+    return spec in DATASETS
+
+
+def load_data(
+    spec: str, *, data_dir: str | None = None, label_column: str | None = None,
+    test_fraction: float = 0.0, seed: int = 0, heldout: np.ndarray | None = None,
+) -> Data:
+    """Load DATA: a dataset name (train and test splits) or a file (with ``test_fraction``
+    of its rows held out by a seeded permutation, or the rows ``heldout`` given)."""
+    if is_dataset_name(spec):
+        ds = load_dataset(spec, data_dir)
+        source = {"kind": "dataset", "name": spec, "data_dir": data_dir}
+        return Data(source, ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.image_shape)
+    path = Path(spec)
+    if not path.exists() and os.sep not in spec and "." not in spec:
+        raise ValueError(
+            f"DATA {spec!r} is neither a dataset ({', '.join(DATASETS)}) nor an existing file"
+        )
+    table = read_data(path, label_column=label_column)
+    source = {"kind": "file", "path": str(path.resolve()), "label_column": label_column,
+              "test_fraction": test_fraction}
+    n = len(table.X)
+    if heldout is None and test_fraction > 0:
+        n_out = int(round(test_fraction * n))
+        if n_out < 1 or n - n_out < 1:
+            raise ValueError(
+                f"--test-fraction {test_fraction:g} of {n} rows leaves no held-out or no "
+                "training row; use 0 to hold out nothing"
+            )
+        heldout = np.sort(np.random.default_rng(seed).permutation(n)[:n_out])
+    if heldout is None or len(heldout) == 0:
+        return Data(source, table.X, table.y, image_shape=table.image_shape,
+                    feature_names=table.feature_names)
+    if heldout.max() >= n:
+        raise ValueError(f"{path}: has {n} rows now, fewer than when the run was trained")
+    mask = np.zeros(n, dtype=bool)
+    mask[heldout] = True
+    y = table.y
+    return Data(
+        source, np.asarray(table.X[~mask]), None if y is None else y[~mask],
+        np.asarray(table.X[mask]), None if y is None else y[mask], table.image_shape,
+        table.feature_names, heldout,
+    )
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a run folder; ``ValueError`` if there is none or it is bad."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not Path(run_dir).is_dir():
+        raise ValueError(f"{run_dir}: no such run folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir}: not a run folder (no {CONFIG_NAME})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable run config ({exc})") from None
+    if not isinstance(config, dict) or "params" not in config or "data" not in config:
+        raise ValueError(f"{path}: not a contractive run config")
+    return config
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
+
+
+def image_shape_for(n_features: int, known: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The image shape to draw rows with: the data's own, else a square if ``d`` is one."""
+    if known is not None and int(np.prod(known)) == n_features:
+        return tuple(known)
+    side = int(round(np.sqrt(n_features)))
+    return (side, side) if side * side == n_features and side >= 4 else None
