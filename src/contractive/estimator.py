@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import io
+from . import analysis, io
 from .activations import ACTIVATIONS
 from .models import LOSSES, OUTPUT_ACTIVATIONS, CAEConfig, ContractiveAutoencoderModule
 from .penalty import METHODS, resolve_method
@@ -414,6 +414,47 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         rows = max(1, _JAC_ELEMENTS // (k * d)) if self.module_.config.hidden_layer_sizes else _ROWS
         out = self._map(self._to_tensor(X), lambda b: self.module_.penalty(b, scale), rows)
         return out.astype(self._out_dtype(X))
+
+    # -- manifold analysis (analysis.py) --------------------------------------------------
+
+    def _network_jacobian(self, X: np.ndarray) -> np.ndarray:
+        """Jacobians with respect to the scaled input the network sees (checked ``X``)."""
+        k, d = self.module_.config.n_components, X.shape[1]
+        rows = max(1, _JAC_ELEMENTS // (k * d))
+        out = self._map(self._to_tensor(X), self.module_.jacobian, rows)
+        return out.reshape(len(X), k, d)
+
+    def singular_values(self, X: Any) -> np.ndarray:
+        """Singular values of the encoder's Jacobian at each sample, descending:
+        ``(n_samples, min(n_components, n_features))``. Taken with respect to the input the
+        network sees (after ``scaling``; the input itself when ``scaling='none'``), the
+        metric the penalty works in."""
+        return analysis.singular_values(self._network_jacobian, self._check_X(X))
+
+    def tangents(self, X: Any, n_tangents: int) -> np.ndarray:
+        """Estimated tangent planes, ``(n_samples, n_tangents, n_features)``: the leading
+        right singular vectors of the encoder's Jacobian (with respect to the input the
+        network sees), as tangent vectors of the data, orthonormal rows in input units."""
+        return analysis.tangents(self._network_jacobian, self._check_X(X), n_tangents,
+                                 scale=self.scale_factor_)
+
+    def local_dimension(self, X: Any, *, method: str = "gap", energy: float = 0.9) -> np.ndarray:
+        """Per-sample local dimension from the Jacobian's spectrum: the largest gap in its
+        log (``gap``) or the count holding ``energy`` of ``sum s_i^2``; see ``analysis``."""
+        return analysis.local_dimension(self.singular_values(X), method=method, energy=energy)
+
+    def contraction_curve(self, X: Any, radii: Any, *, n_directions: int = 1,
+                          random_state: int | None = 0) -> np.ndarray:
+        """Mean contraction ratio ``||f(x + r u) - f(x)|| / r`` (``u`` uniform on the unit
+        sphere, in input units) at each radius; at ``r = 0``, its limit ``E ||J u||``."""
+        X = self._check_X(X)
+        return analysis.contraction_curve(
+            self._transform_checked, self.jacobian, X, radii, n_directions=n_directions,
+            random_state=random_state,
+        )
+
+    def _transform_checked(self, X: np.ndarray) -> np.ndarray:
+        return self._map(self._to_tensor(X), self.module_.encode)
 
     # -- persistence ----------------------------------------------------------------------
 

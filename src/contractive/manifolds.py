@@ -85,6 +85,7 @@ def _torus(n, rs, major=2.0, minor=1.0):
 
 
 _GENERATORS = {"circle": _circle, "sphere": _sphere, "swiss_roll": _swiss_roll, "torus": _torus}
+_LOW_DIM = {"circle": 2, "sphere": 3, "swiss_roll": 3, "torus": 3}
 
 
 def make_manifold(
@@ -93,7 +94,10 @@ def make_manifold(
 ) -> ManifoldSample:
     """Sample ``n_samples`` points of manifold ``name`` embedded in ``R^ambient_dim``.
 
-    The embedding (its random matrices) and the points both come from ``random_state``.
+    The embedding (its random matrices) and then the points come from ``random_state``: two
+    calls with the same ``random_state`` and ``ambient_dim`` share the embedding, so
+    ``random_state=(seed)`` with different sizes gives training and test sets of one
+    manifold (the first ``n`` points also coincide).
     """
     if name not in _GENERATORS:
         raise ValueError(f"manifold {name!r} is not known; valid: {', '.join(MANIFOLDS)}")
@@ -103,18 +107,19 @@ def make_manifold(
         raise ValueError(f"n_samples={n_samples!r} must be an integer >= 1")
     if not (isinstance(noise, (int, float)) and np.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise={noise!r} must be a finite number >= 0")
-    rs = check_random_state(random_state)
-    p, T, params = _GENERATORS[name](int(n_samples), rs)
-    m = p.shape[1]
+    m = _LOW_DIM[name]
     if not isinstance(ambient_dim, (int, np.integer)) or ambient_dim < m:
         raise ValueError(f"ambient_dim={ambient_dim!r} must be an integer >= {m} for {name}")
+    rs = check_random_state(random_state)
+    # the embedding first, so that samples of any size from one random_state share it
     Q, _ = np.linalg.qr(rs.normal(size=(ambient_dim, m)))  # (D, m), orthonormal columns
+    width = 2 * m
+    B = rs.normal(size=(width, m))
+    A = rs.normal(size=(ambient_dim, width)) * (0.3 / np.sqrt(width))
+    p, T, params = _GENERATORS[name](int(n_samples), rs)
     X = p @ Q.T
     T = T @ Q.T  # (n, d, D)
     if embedding == "smooth":
-        width = 2 * m
-        B = rs.normal(size=(width, m))
-        A = rs.normal(size=(ambient_dim, width)) * (0.3 / np.sqrt(width))
         act = np.tanh(p @ B.T)  # (n, width)
         X = X + act @ A.T
         # push the intrinsic tangents through the embedding's Jacobian

@@ -94,3 +94,128 @@ def training_curves(history: Sequence[dict], *, title: str | None = None) -> Fig
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+def tangent_images(
+    X: np.ndarray, tangent_vectors: np.ndarray, image_shape: Sequence[int], *,
+    singular_values: np.ndarray | None = None, title: str | None = None,
+) -> Figure:
+    """Each input image (first column) beside its leading tangent vectors as images.
+
+    X: ``(m, d)``; tangent_vectors: ``(m, t, d)``. Tangents use a signed, symmetric colormap
+    (red positive, blue negative, white zero), one colorbar per row.
+    """
+    X, T = np.asarray(X, dtype=np.float64), np.asarray(tangent_vectors, dtype=np.float64)
+    if T.ndim != 3 or X.ndim != 2 or len(X) != len(T) or X.shape[1] != T.shape[2] or not len(X):
+        raise ValueError(f"images {X.shape} and tangents {T.shape} do not pair up")
+    m, t = T.shape[:2]
+    shape = tuple(image_shape)
+    fig = Figure(figsize=(1.25 * (t + 1) + 0.8, 1.3 * m + 0.5), layout="constrained")
+    axes = fig.subplots(m, t + 1, squeeze=False)
+    for i in range(m):
+        ax = axes[i, 0]
+        ax.imshow(X[i].reshape(shape), cmap="gray")
+        ax.set_ylabel(f"point {i + 1}", fontsize=8)
+        lim = float(np.abs(T[i]).max()) or 1.0
+        for j in range(t):
+            ax = axes[i, j + 1]
+            im = ax.imshow(T[i, j].reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            if i == 0:
+                label = f"tangent {j + 1}"
+                if singular_values is not None:
+                    label += f"\ns={singular_values[i, j]:.3g}"
+                ax.set_title(label, fontsize=8)
+            elif singular_values is not None:
+                ax.set_title(f"s={singular_values[i, j]:.3g}", fontsize=7)
+        fig.colorbar(im, ax=axes[i, 1:], shrink=0.8, pad=0.01)
+        axes[i, 0].set_title("input" if i == 0 else "", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def spectra(curves: dict[str, np.ndarray], *, normalise: bool = True, title: str | None = None,
+            ax=None) -> Figure:
+    """Mean singular-value spectra (with the 10th-90th percentile band), log scale.
+
+    curves: name -> ``(n_points, m)`` singular values per point (or ``(m,)``); each is
+    divided by its own leading value when ``normalise``, so shapes compare.
+    """
+    fig, ax = _figure_and_axes(ax, (5.5, 3.6))
+    for name, s in curves.items():
+        s = np.atleast_2d(np.asarray(s, dtype=np.float64))
+        if normalise:
+            s = s / np.maximum(s[:, :1], np.finfo(float).tiny)
+        idx = np.arange(1, s.shape[1] + 1)
+        (line,) = ax.plot(idx, s.mean(0), marker="o", ms=3, label=name)
+        if len(s) > 1:
+            lo, hi = np.percentile(s, [10, 90], axis=0)
+            ax.fill_between(idx, np.maximum(lo, 1e-12), hi, color=line.get_color(), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("index of singular value")
+    ax.set_ylabel("singular value" + (" / largest" if normalise else ""))
+    ax.legend(fontsize=8)
+    ax.set_title(title or "spectrum of the encoder's Jacobian (mean, 10-90% band)", fontsize=9)
+    return fig
+
+
+def contraction_curves(radii: np.ndarray, curves: dict[str, np.ndarray], *,
+                       distances: dict[str, float] | None = None, title: str | None = None,
+                       ax=None) -> Figure:
+    """Contraction ratio against radius, one line per model; vertical lines mark the
+    minimum, median and maximum distance between training points."""
+    fig, ax = _figure_and_axes(ax, (5.5, 3.6))
+    for name, ratios in curves.items():
+        ax.plot(radii, ratios, marker="o", ms=3, label=name)
+    for label, style in (("min", ":"), ("median", "--"), ("max", "-.")):
+        if distances and label in distances:
+            ax.axvline(distances[label], color="grey", ls=style, lw=1,
+                       label=f"{label} distance between training points")
+    ax.set_xlabel("radius r (input units)")
+    ax.set_ylabel("mean ||f(x + r u) - f(x)|| / r")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "contraction curves", fontsize=9)
+    return fig
+
+
+def codes_scatter(codes: np.ndarray, labels: np.ndarray | None = None, *,
+                  title: str | None = None, ax=None) -> Figure:
+    """Codes in 2-D: the first two components, or a PCA of the codes when there are more,
+    coloured by label (with a legend for up to 20 classes, else a colorbar)."""
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim != 2 or not len(codes):
+        raise ValueError(f"codes of shape {codes.shape} must be a non-empty 2-D array")
+    if codes.shape[1] > 2:
+        centred = codes - codes.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy, axis = centred @ vt[:2].T, "PC"
+    else:
+        xy, axis = np.column_stack([codes, np.zeros(len(codes))])[:, :2], "code"
+    fig, ax = _figure_and_axes(ax, (5, 4.2))
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.6)
+    else:
+        labels = np.asarray(labels)
+        classes = np.unique(labels)
+        if len(classes) <= 20:
+            for c in classes:
+                sel = labels == c
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, label=str(c))
+            ax.legend(fontsize=7, markerscale=3, ncol=2, title="label", title_fontsize=7)
+        else:
+            sc = ax.scatter(xy[:, 0], xy[:, 1], s=4, c=labels.astype(float), cmap="viridis")
+            fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.set_title(title or ("codes (PCA of the codes)" if axis == "PC" else "codes"), fontsize=9)
+    return fig
+
+
+def _figure_and_axes(ax, size):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.subplots()

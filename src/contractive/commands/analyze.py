@@ -1,0 +1,163 @@
+"""``contractive analyze RUN_DIR [DATA]``: the learned manifold, measured and drawn.
+
+Writes ``analysis.json`` and figures into RUN_DIR (``analysis_*.png``): the Jacobian's
+spectrum against a plain auto-encoder (the run's parameters with contractive weight 0,
+trained once and kept in ``RUN_DIR/baseline``) and PCA, contraction curves of both
+auto-encoders with the minimum, median and maximum distance between training points marked,
+tangent vectors as images (image data), the codes in 2-D coloured by label, and the training
+curves. Measures (see ``contractive.analysis``): spectrum, local dimension, contraction ratio
+and curve, saturation (SAT), mean ``||J||_F^2`` and the mean squared Jacobian entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .. import analysis as A
+from ..estimator import ContractiveAutoencoder
+from ..plotting import codes_scatter, contraction_curves, spectra, tangent_images, training_curves
+from ..runs import image_shape_for, write_json
+from ._common import add_data_options, check_features, eval_rows, run_model, training_data
+
+EXAMPLE = """examples:
+  contractive analyze runs/digits
+  contractive analyze runs/mnist mnist --n-points 500 --json
+  contractive analyze runs/mine data.csv --no-baseline"""
+BASELINE = "baseline"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "analyze", help="spectra, tangents, contraction curves and figures of a run",
+        description=__doc__.split("\n\n")[1], epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("data", metavar="DATA", nargs="?",
+                   help="dataset name or data file (default: the run's held-out rows)")
+    add_data_options(p)
+    p.add_argument("--n-points", type=int, default=1000, metavar="INT",
+                   help="points analysed (a seeded subsample; default 1000)")
+    p.add_argument("--n-tangents", type=int, default=4, metavar="INT",
+                   help="tangent vectors drawn per point (default 4)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the plain auto-encoder that spectra and curves compare against")
+    p.add_argument("--json", action="store_true", help="print analysis.json")
+    p.set_defaults(run=run)
+
+
+def _baseline(run_dir: Path, est: ContractiveAutoencoder, X_train: np.ndarray,
+              device: str) -> ContractiveAutoencoder:
+    """The run's model with contractive weight 0, trained once and kept in RUN_DIR."""
+    folder = run_dir / BASELINE
+    if (folder / "model.json").exists():
+        return ContractiveAutoencoder.load(folder, device=device)
+    plain = ContractiveAutoencoder(**{**est.get_params(), "contractive_weight": 0.0,
+                                      "higher_order_weight": 0.0, "verbose": False,
+                                      "device": device})
+    plain.fit(X_train)
+    plain.save(folder)
+    return plain
+
+
+def _measures(model: ContractiveAutoencoder, X: np.ndarray,
+              radii: np.ndarray) -> tuple[dict, np.ndarray]:
+    s = model.singular_values(X)
+    dims = A.local_dimension(s)
+    k, d = model.n_components, X.shape[1]
+    out = {
+        "spectrum_mean": s.mean(0).tolist(),
+        "spectrum_std": s.std(0).tolist(),
+        "local_dimension_gap_counts": dict(sorted(Counter(map(int, dims)).items())),
+        "local_dimension_gap_median": float(np.median(dims)),
+        "contraction_ratio": model.contraction_curve(X, radii).tolist(),
+        "saturation": A.saturation(model.transform(X), model.activation),
+        **A.jacobian_summary(model.penalty(X), k, d),
+    }
+    return out, s
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.n_points < 2:
+        raise ValueError(f"--n-points {args.n_points} must be at least 2")
+    run_dir = Path(args.run_dir)
+    est, config = run_model(args.run_dir, args.device)
+    X, y, described, train = eval_rows(
+        args.run_dir, config, args.data, data_dir=args.data_dir,
+        label_column=args.label_column, split=args.split,
+    )
+    check_features(X, est, described, args.run_dir)
+    if train is None:
+        train = training_data(args.run_dir, config)
+    if not 1 <= args.n_tangents <= min(est.n_components, X.shape[1]):
+        raise ValueError(
+            f"--n-tangents {args.n_tangents} must be between 1 and "
+            f"{min(est.n_components, X.shape[1])}"
+        )
+    rng = np.random.default_rng(0)
+    if len(X) > args.n_points:
+        keep = np.sort(rng.choice(len(X), args.n_points, replace=False))
+        X, y = X[keep], (None if y is None else y[keep])
+    X = np.asarray(X, dtype=np.float64)
+    distances = A.pairwise_distance_summary(train.X)
+    radii = np.linspace(0.0, 1.2 * distances["max"], 25)
+
+    result = {"run_dir": str(run_dir), "data": described, "n_points": int(len(X)),
+              "radii": radii.tolist(), "training_distances": distances}
+    result["cae"], s_cae = _measures(est, X, radii)
+    curves, spectra_ = {"CAE": result["cae"]["contraction_ratio"]}, {"CAE": s_cae}
+    if not args.no_baseline:
+        plain = _baseline(run_dir, est, train.X, args.device)
+        result["plain_ae"], s_ae = _measures(plain, X, radii)
+        curves["plain AE"], spectra_["plain AE"] = result["plain_ae"]["contraction_ratio"], s_ae
+    k = est.n_components
+    Xc = train.X - train.X.mean(0)
+    pca_s = np.linalg.svd(Xc[:5000], compute_uv=False)[: min(k, X.shape[1])]
+    spectra_[f"PCA of the data (top {len(pca_s)})"] = pca_s
+    result["pca_singular_values"] = pca_s.tolist()
+    write_json(run_dir / "analysis.json", result)
+
+    spectra(spectra_).savefig(run_dir / "analysis_spectrum.png", dpi=100)
+    contraction_curves(radii, curves, distances=distances).savefig(
+        run_dir / "analysis_contraction.png", dpi=100)
+    codes_scatter(est.transform(X), y, title=f"codes of {described}").savefig(
+        run_dir / "analysis_codes.png", dpi=100)
+    shape = image_shape_for(X.shape[1], train.image_shape)
+    if shape is not None:
+        m = min(6, len(X))
+        tangent_images(X[:m], est.tangents(X[:m], args.n_tangents), shape,
+                       singular_values=s_cae[:m],
+                       title="leading tangent vectors (right singular vectors of J)").savefig(
+            run_dir / "analysis_tangents.png", dpi=100)
+    if est.history_:
+        training_curves(est.history_).savefig(run_dir / "training_curves.png", dpi=100)
+
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    _summary(result)
+    print(f"wrote {run_dir / 'analysis.json'} and analysis_*.png")
+    return 0
+
+
+def _summary(result: dict) -> None:
+    rows = [("CAE", result["cae"])]
+    if "plain_ae" in result:
+        rows.append(("plain AE", result["plain_ae"]))
+    print(f"{result['data']}: {result['n_points']} points; distances between training points: "
+          "min {min:.3g}, median {median:.3g}, max {max:.3g}".format(
+              **result["training_distances"]))
+    head = ("", "mean ||J||^2", "mean J_ij^2", "SAT", "ratio r=0", "local dim", "top s_i")
+    print("".join(f"{h:>13}" for h in head[:-1]) + f"  {head[-1]}")
+    for name, r in rows:
+        sat = "-" if r["saturation"] is None else f"{r['saturation']:.1%}"
+        top = ", ".join(f"{v:.2g}" for v in r["spectrum_mean"][:3])
+        cells = (name, f"{r['mean_jacobian_frobenius_sq']:.4g}",
+                 f"{r['mean_squared_jacobian_entry']:.3g}", sat,
+                 f"{r['contraction_ratio'][0]:.3g}", f"{r['local_dimension_gap_median']:.0f}", top)
+        print("".join(f"{c:>13}" for c in cells[:-1]) + f"  {cells[-1]}")

@@ -1,0 +1,125 @@
+"""Manifold analysis: spectra, tangents, local dimension, contraction, against references."""
+
+import numpy as np
+import pytest
+
+from contractive import ContractiveAutoencoder
+from contractive import analysis as A
+from contractive.manifolds import make_manifold
+
+
+def _random_jacobians(rng, n=7, k=4, d=6):
+    J = rng.normal(size=(n, k, d))
+    return J, (lambda X: J[: len(X)] if len(X) == n else _lookup(J, X))
+
+
+def _lookup(J, X):
+    # X rows carry their own index in column 0 (a test device to slice J)
+    return J[X[:, 0].astype(int)]
+
+
+@pytest.fixture
+def jac_fn(rng):
+    J = rng.normal(size=(9, 4, 6))
+    X = np.column_stack([np.arange(9), rng.normal(size=(9, 5))])
+    return J, X, lambda Xq: J[np.asarray(Xq)[:, 0].astype(int)]
+
+
+def test_singular_values_and_tangents_match_numpy(jac_fn, monkeypatch):
+    J, X, jac = jac_fn
+    monkeypatch.setattr(A, "CHUNK_ELEMENTS", 30)  # force several chunks
+    s = A.singular_values(jac, X)
+    np.testing.assert_allclose(s, np.linalg.svd(J, compute_uv=False))
+    T = A.tangents(jac, X, 3)
+    assert T.shape == (9, 3, 6)
+    np.testing.assert_allclose(T @ np.swapaxes(T, 1, 2), np.broadcast_to(np.eye(3), (9, 3, 3)),
+                               atol=1e-12)
+    _, _, vh = np.linalg.svd(J, full_matrices=False)
+    # same subspaces as numpy's leading right singular vectors
+    np.testing.assert_allclose(A.principal_angles(T, vh[:, :3]), 0, atol=1e-5)
+
+
+def test_tangents_rejects_bad_counts(jac_fn):
+    _, X, jac = jac_fn
+    for bad in (0, 5, 2.5):
+        with pytest.raises(ValueError, match="n_tangents"):
+            A.tangents(jac, X, bad)
+
+
+def test_local_dimension_gap_and_energy():
+    s = np.array([[10, 9, 0.1, 0.09], [5, 0.5, 0.4, 0.3], [1, 1, 1, 1e-6]])
+    np.testing.assert_array_equal(A.local_dimension(s), [2, 1, 3])
+    np.testing.assert_array_equal(A.local_dimension(s, method="energy", energy=0.99), [2, 2, 3])
+    with pytest.raises(ValueError, match="method='bogus'"):
+        A.local_dimension(s, method="bogus")
+    with pytest.raises(ValueError, match="energy"):
+        A.local_dimension(s, method="energy", energy=0)
+
+
+def test_principal_angles_known_cases():
+    e = np.eye(4)
+    A_ = np.stack([e[[0, 1]], e[[0, 1]], e[[0, 1]]])
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    B_ = np.stack([e[[1, 0]], np.array([e[0], c * e[1] + s * e[2]]), e[[2, 3]]])
+    np.testing.assert_allclose(A.principal_angles(A_, B_), [0, 30, 90], atol=1e-6)
+    with pytest.raises(ValueError, match="do not pair up"):
+        A.principal_angles(A_, B_[:2])
+
+
+def test_contraction_curve_of_a_linear_map_is_its_mean_stretch(rng):
+    """For f(x) = M x the ratio is ||M u|| at every radius, and at r = 0 too."""
+    M = rng.normal(size=(3, 5))
+    X = rng.normal(size=(40, 5))
+    encode = lambda Z: Z @ M.T  # noqa: E731
+    jac = lambda Z: np.broadcast_to(M, (len(Z), 3, 5))  # noqa: E731
+    curve = A.contraction_curve(encode, jac, X, [0.0, 0.5, 3.0], n_directions=5, random_state=1)
+    np.testing.assert_allclose(curve, curve[0], rtol=1e-10)
+    # the mean of ||M u|| over uniform u, by Monte Carlo
+    U = rng.normal(size=(200000, 5))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    assert curve[0] == pytest.approx(np.linalg.norm(U @ M.T, axis=1).mean(), rel=0.05)
+    with pytest.raises(ValueError, match="radii"):
+        A.contraction_curve(encode, jac, X, [-1.0])
+
+
+def test_contraction_ratio_of_a_saturating_map_falls_with_radius(rng):
+    X = rng.normal(size=(50, 4)) * 0.1
+    encode = lambda Z: np.tanh(3 * Z)  # noqa: E731
+    jac = lambda Z: 3 * (1 - np.tanh(3 * Z) ** 2)[:, :, None] * np.eye(4)  # noqa: E731
+    curve = A.contraction_curve(encode, jac, X, [0.0, 0.01, 1.0, 10.0])
+    assert curve[0] == pytest.approx(curve[1], rel=0.05)
+    assert curve[0] > curve[2] > curve[3]
+
+
+def test_pairwise_distances_saturation_and_summary():
+    X = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    d = A.pairwise_distance_summary(X)
+    assert d == {"min": 1.0, "median": pytest.approx(np.sqrt(18)), "max": 5.0}
+    assert A.saturation(np.array([[0.01, 0.5], [0.97, 0.2]]), "sigmoid") == 0.5
+    assert A.saturation(np.array([[0.95, 0.0]]), "tanh") == 0.5
+    assert A.saturation(np.zeros((2, 2)), "relu") is None
+    assert A.jacobian_summary(np.array([2.0, 4.0]), 3, 2) == {
+        "mean_jacobian_frobenius_sq": 3.0, "mean_squared_jacobian_entry": 0.5}
+
+
+def test_estimator_methods_agree_with_the_analysis_functions(rng):
+    X = rng.random((60, 6))
+    cae = ContractiveAutoencoder(n_components=3, hidden_layer_sizes=(5,), max_epochs=3,
+                                 random_state=0).fit(X)
+    s = cae.singular_values(X[:5])
+    np.testing.assert_allclose(s, np.linalg.svd(cae.jacobian(X[:5]).astype(float),
+                                                compute_uv=False), rtol=1e-6)
+    assert cae.tangents(X[:5], 2).shape == (5, 2, 6)
+    assert cae.local_dimension(X[:5]).shape == (5,)
+    curve = cae.contraction_curve(X[:10], [0.0, 1e-3, 0.5])
+    assert curve.shape == (3,) and curve[0] == pytest.approx(curve[1], rel=1e-2)
+
+
+def test_tangents_of_a_cae_on_a_circle_follow_the_circle():
+    """A smoke test of the geometry on the easiest manifold: a noiseless circle in R^5."""
+    test = make_manifold("circle", 700, ambient_dim=5, noise=0.0, random_state=0)
+    cae = ContractiveAutoencoder(n_components=2, hidden_layer_sizes=(16,), activation="tanh",
+                                 contractive_weight=1e-2, max_epochs=150, scaling="standard",
+                                 random_state=0).fit(test.X[:600])
+    angles = A.principal_angles(cae.tangents(test.X_clean[600:], 1), test.tangents[600:])
+    assert np.median(angles) < 15
