@@ -770,3 +770,29 @@ def test_bug8_only_last_layer_or_per_layer(activation):
     torch.testing.assert_close(P.contractive_penalty(enc, x, "exact"), want, **TIGHT)
     assert not torch.allclose(last_only, want, rtol=1e-2)
     assert not torch.allclose(per_layer, want, rtol=1e-2)
+
+
+@pytest.mark.parametrize("sizes", [(9, 4, 3), (9, 5, 4, 2), (4, 6, 3)])
+def test_mlp_exact_squared_norm_gram_route_matches_bruteforce(sizes):
+    """The Gram-matrix route (n_1 < d) and the direct route (n_1 >= d): values against
+    autograd Jacobians, gradients against gradcheck, in float64."""
+    torch.manual_seed(0)
+    enc = MLPEncoder(list(sizes), "tanh").double()
+    x = torch.randn(5, sizes[0], dtype=torch.float64)
+    _, derivs = enc.derivatives(x)
+    got = P.mlp_exact_squared_norm(enc.weights, derivs)
+    J = torch.stack([torch.autograd.functional.jacobian(
+        lambda v: enc(v.unsqueeze(0)).squeeze(0), xb) for xb in x])
+    torch.testing.assert_close(got, J.pow(2).sum((1, 2)), rtol=1e-10, atol=1e-12)
+    assert torch.equal(P.contractive_penalty(enc, x, "exact"), got)
+
+    def pen(*ws):
+        h, ds = x, []
+        for w, layer in zip(ws, enc.layers):
+            z = h @ w.T + layer.bias
+            h = torch.tanh(z)
+            ds.append(1 - h * h)
+        return P.mlp_exact_squared_norm(list(ws), ds).sum()
+
+    ws = [w.detach().clone().requires_grad_(True) for w in enc.weights]
+    assert torch.autograd.gradcheck(pen, ws)

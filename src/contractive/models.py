@@ -221,8 +221,7 @@ class ContractiveAutoencoderModule(nn.Module):
         ``input_scale`` as in ``jacobian``.
         """
         _, derivs = self.encoder.derivatives(x)
-        method = "closed_form" if len(derivs) == 1 else "exact"
-        return P.squared_norm(P.mlp_sketch(method, self._weights_for(input_scale), derivs))
+        return P.mlp_exact_squared_norm(self._weights_for(input_scale), derivs)
 
     def reconstruction_error(self, x: Tensor, logits: Tensor) -> Tensor:
         """Per-sample reconstruction loss (mean over features), shape ``(B,)``."""
@@ -262,12 +261,19 @@ class ContractiveAutoencoderModule(nn.Module):
                 x.shape[0], cfg.n_probes, cfg.n_components, generator=generator,
                 device=x.device, dtype=x.dtype,
             )
-        if cfg.contractive_weight > 0 or cfg.higher_order_weight > 0:
+        sketch = None
+        if cfg.higher_order_weight > 0:
             sketch = self._sketch(derivs, probes)
+            pen = P.squared_norm(sketch).mean()
+        elif cfg.contractive_weight > 0:
+            if cfg.penalty_method == "exact":  # no need to form J: the Gram-matrix route
+                pen = P.mlp_exact_squared_norm(self.encoder.weights, derivs).mean()
+            else:
+                pen = P.squared_norm(self._sketch(derivs, probes)).mean()
         else:  # a plain auto-encoder: the penalty is only logged, so estimate it cheaply
             with torch.no_grad():
-                sketch = self._logged_sketch([d.detach() for d in derivs], probes, generator)
-        pen = P.squared_norm(sketch).mean()
+                logged = self._logged_sketch([d.detach() for d in derivs], probes, generator)
+                pen = P.squared_norm(logged).mean()
         terms = {"reconstruction": recon, "penalty": pen}
         loss = recon + cfg.contractive_weight * pen
         if cfg.higher_order_weight > 0:

@@ -151,6 +151,47 @@ def mlp_jacobian(
     return torch.cat(parts)
 
 
+class _GramTrace(torch.autograd.Function):
+    """Per-sample ``tr(A_b G A_b^T)`` for ``A`` ``(B, r, h)`` and a symmetric ``G`` ``(h, h)``.
+
+    Hand-written backward: ``d/dA = 2 A G`` reuses the forward's product, and
+    ``d/dG = sum_b g_b A_b^T A_b`` is one GEMM; autograd would spend a third GEMM.
+    """
+
+    @staticmethod
+    def forward(ctx, A: Tensor, G: Tensor) -> Tensor:
+        AG = A @ G  # (B, r, h)
+        ctx.save_for_backward(A, AG)
+        return (AG * A).sum((1, 2))  # (B,)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        A, AG = ctx.saved_tensors
+        g = grad.view(-1, 1, 1)
+        grad_A = 2 * g * AG
+        flat = A.flatten(0, 1)  # (B r, h)
+        grad_G = (g * A).flatten(0, 1).T @ flat
+        return grad_A, grad_G
+
+
+def mlp_exact_squared_norm(weights: Sequence[Tensor], derivs: Sequence[Tensor]) -> Tensor:
+    """Exact per-sample ``||J||_F^2`` of an MLP, shape ``(B,)``, without forming ``J``.
+
+    With ``J = A W_1`` where ``A = D_L W_L ... D_2 W_2 D_1`` (``(B, k, n_1)``) and the Gram
+    matrix ``G = W_1 W_1^T`` computed once per batch, ``||J||_F^2 = tr(A G A^T)``: the
+    largest product is ``(B k, n_1) x (n_1, n_1)`` instead of ``(B k, n_1) x (n_1, d)``, and
+    the backward pass reuses it (``_GramTrace``). When ``n_1 >= d`` the Jacobian is formed
+    directly instead. Differentiable once (first derivatives) in every weight.
+    """
+    if len(weights) == 1:
+        return squared_norm(closed_form_sketch(derivs[0], weights[0]))
+    first = weights[0]  # (n_1, d)
+    if first.shape[0] >= first.shape[1]:
+        return squared_norm(mlp_jacobian(weights, derivs))
+    A = mlp_probe_products(weights[1:], derivs[1:]) * derivs[0].unsqueeze(1)  # (B, k, n_1)
+    return _GramTrace.apply(A, first @ first.T)
+
+
 def rademacher_probes(
     batch: int, n_probes: int, n_components: int, *, generator: torch.Generator | None = None,
     device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
@@ -276,6 +317,9 @@ def contractive_penalty(
     the estimate's Rademacher probes.
     """
     method, k = _concrete(encoder, x, method)
+    if method == "exact" and isinstance(encoder, MLPLike):
+        _, derivs = encoder.derivatives(x)
+        return mlp_exact_squared_norm(encoder.weights, derivs)
     probes = None
     if method == "hutchinson":
         probes = rademacher_probes(
