@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fastpath
 from . import penalty as P
 from .activations import ACTIVATIONS, Activation, get_activation
 
@@ -245,6 +246,18 @@ class ContractiveAutoencoderModule(nn.Module):
                 device=derivs[0].device, dtype=derivs[0].dtype,
             )
         return P.mlp_probe_products(self.encoder.weights, derivs, probes)
+
+    def forward_backward(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """``forward`` then ``loss.backward()``: the loss terms (detached), with gradients
+        accumulated into ``.grad``. The one-layer CAE takes the hand-derived gradient of
+        ``fastpath.py`` (same values, half the kernels); everything else autograd."""
+        if fastpath.applies(self.config):
+            return fastpath.one_layer_step(self, x)
+        terms = self(x, generator)
+        terms["loss"].backward()
+        return {k: v.detach() for k, v in terms.items()}
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Loss terms of a batch ``x`` ``(B, d)``: scalars named as in the module docstring.

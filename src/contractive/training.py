@@ -151,7 +151,9 @@ class Trainer:
             return torch.optim.SGD(
                 params, lr=c.learning_rate, momentum=c.momentum, weight_decay=c.weight_decay
             )
-        return torch.optim.Adam(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        fused = self.device.type in ("cpu", "cuda")  # one kernel for the whole update
+        return torch.optim.Adam(params, lr=c.learning_rate, weight_decay=c.weight_decay,
+                                fused=fused)
 
     # -- resumable state ----------------------------------------------------------------
 
@@ -205,9 +207,13 @@ class Trainer:
         batches = epoch_batches(x.shape[0], c.batch_size, self.shuffle_gen, device=x.device)
         for idx in batches:
             batch = x[idx].to(self.device, non_blocking=True)
-            terms = self.module(batch, generator=self.noise_gen)
             self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            step = getattr(self.module, "forward_backward", None)
+            if step is not None:
+                terms = step(batch, generator=self.noise_gen)
+            else:
+                terms = self.module(batch, generator=self.noise_gen)
+                terms["loss"].backward()
             self.optimizer.step()
             for name, value in terms.items():
                 contrib = value.detach() * batch.shape[0]
