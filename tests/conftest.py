@@ -16,3 +16,9 @@ MNIST_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "mnist")
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test touches the network: dataset downloads are off unless a test unsets this."""
+    monkeypatch.setenv("CONTRACTIVE_OFFLINE", "1")

@@ -1,6 +1,7 @@
 """The command line: ``contractive train`` in-process, via ``python -m contractive`` and via
 the console script; run folders, bad inputs (exit 2, one line, nothing left behind),
---overwrite, --help/--version and determinism."""
+--overwrite, --config, --resume, evaluate / encode / reconstruct, --help/--version and
+determinism."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ import numpy as np
 import pytest
 
 import contractive
+from contractive.checkpoint import load_checkpoint
 from contractive.cli import main
 from contractive.data import MNIST_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {
     "model.json", "model.safetensors", "metrics.json", "config.json", "history.json",
-    "history.csv", "reconstructions.png", "training_curves.png",
+    "history.csv", "reconstructions.png", "training_curves.png", "checkpoint.safetensors",
+    "train.log",
 }
+MNIST_DIR = (REPO.parent / "shared" / "data" / "mnist").resolve()
 FAST = ["--max-epochs", "2", "--seed", "0"]
 
 
@@ -97,9 +101,9 @@ def write_fake_mnist(folder: Path, n_train: int = 20, n_test: int = 5, side: int
     return folder
 
 
-def check_run_folder(out: Path) -> dict:
+def check_run_folder(out: Path, extra: set[str] = frozenset()) -> dict:
     assert out.is_dir()
-    assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert {p.name for p in out.iterdir()} == RUN_FILES | extra
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_mse", "test_mean_jacobian_frobenius_sq"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
@@ -120,17 +124,21 @@ def test_train_digits_writes_run_folder(work, capsys):
     metrics = check_run_folder(out)
     assert f"run folder: {out}" in stdout
     assert "Traceback" not in err
-    assert metrics["dataset"] == "digits"
-    assert metrics["n_train"] == 1437 and metrics["n_test"] == 360
+    assert metrics["data"] == "digits" and metrics["evaluated_on"] == "held-out"
+    assert metrics["n_train"] == 1437 and metrics["n_eval"] == 360
     assert metrics["n_features"] == 64 and metrics["epochs"] == 2
     assert metrics["device"] == "cpu"
     config = json.loads((out / "config.json").read_text())
-    assert config["data"] == "digits"
+    assert config["data"]["spec"] == "digits" and config["data"]["kind"] == "dataset"
     assert config["params"]["max_epochs"] == 2 and config["params"]["random_state"] == 0
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     csv_lines = (out / "history.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 3 and "epoch" in csv_lines[0].split(",")
+    log = (out / "train.log").read_text().splitlines()
+    assert len(log) == 2 and "epoch 1/2" in log[0] and "epoch 2/2" in log[1]
+    state, _ = load_checkpoint(out / "checkpoint.safetensors")
+    assert state["epoch"] == 2 and len(state["history"]) == 2
     assert os.listdir(work) == ["run"]  # no temp folder left beside it
 
     # the model in the run folder loads and reproduces the reported metrics
@@ -189,15 +197,32 @@ def test_train_two_layer_flags(work, capsys):
     assert model.activation == "tanh" and model.scaling == "standard"
 
 
-def test_train_mnist_from_data_dir(work, capsys, no_mnist, tmp_path):
-    data_dir = write_fake_mnist(tmp_path / "fake_mnist")
+def test_train_mnist_from_data_dir(work, capsys, no_mnist):
+    if not MNIST_DIR.is_dir():
+        pytest.skip(f"MNIST not available: {MNIST_DIR} does not exist")
     out = work / "run"
     code, _, err = run_cli(
-        ["train", "mnist", "--data-dir", str(data_dir), "--out", str(out), *FAST], capsys)
+        ["train", "mnist", "--data-dir", str(MNIST_DIR), "--out", str(out), "--max-epochs", "1",
+         "--seed", "0", "--n-components", "8", "--batch-size", "200"], capsys)
     assert code == 0, err
     metrics = check_run_folder(out)
-    assert metrics["dataset"] == "mnist" and metrics["n_train"] == 20
-    assert metrics["n_features"] == 16
+    assert metrics["data"] == "mnist" and metrics["n_train"] == 60000
+    assert metrics["n_eval"] == 10000 and metrics["n_features"] == 784
+    assert metrics["test_mse"] < 0.1
+
+
+def test_train_fake_mnist_fails_the_checksum(work, capsys, no_mnist, tmp_path):
+    """Well-formed IDX files that are not the published MNIST: exit 2, one line naming the
+    file, nothing written."""
+    data_dir = write_fake_mnist(tmp_path / "fake_mnist")
+    code, stdout, err = run_cli(
+        ["train", "mnist", "--data-dir", str(data_dir), "--out", str(work / "run"), *FAST],
+        capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert "checksum mismatch" in err
+    assert any(str(data_dir / (stem + ".gz")) in err for stem in MNIST_FILES.values())
+    assert os.listdir(work) == []
 
 
 def test_overwrite_replaces_existing_run(work, capsys):
@@ -426,3 +451,582 @@ def test_console_script(tmp_path):
     assert "contractive_weight" in proc.stderr
     assert proc.stdout == ""
     assert os.listdir(tmp_path) == []
+
+
+# -- training on files ----------------------------------------------------------------------
+
+
+def write_csv(path: Path, n: int = 120, d: int = 7, seed: int = 0, label: bool = True) -> Path:
+    """``n`` rows of ``d`` features (named f1..fd) and, third, a label column ``label``."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * np.arange(1, d + 1) + 3
+    y = (X[:, 0] > 3).astype(int) + (X[:, 1] > 3).astype(int)
+    names = [f"f{i + 1}" for i in range(d)]
+    lines = []
+    if label:
+        names.insert(2, "label")
+    lines.append(",".join(names))
+    for row, lab in zip(X, y):
+        cells = [f"{v:.6f}" for v in row]
+        if label:
+            cells.insert(2, str(lab))
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _quiet_main(argv: list[str]) -> int:
+    """``main(argv)`` outside a test's capsys (for module-scoped fixtures)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code == 0, err.getvalue()
+    return code
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, data file): 3 epochs on a 120-row CSV with labels, standard scaling."""
+    root = tmp_path_factory.mktemp("csv_run")
+    data = write_csv(root / "data.csv")
+    out = root / "run"
+    _quiet_main(["train", str(data), "--label-column", "label", "--scaling", "standard",
+                 "--out", str(out), "--n-components", "3", "--max-epochs", "3", "--seed", "0",
+                 "--batch-size", "16"])
+    return out, data
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits_run") / "run"
+    _quiet_main(["train", "digits", "--out", str(out), "--n-components", "6", *FAST])
+    return out
+
+
+def test_train_csv_with_labels_and_scaling(csv_run):
+    out, data = csv_run
+    metrics = check_run_folder(out, {"heldout.npy"})
+    assert metrics["n_train"] == 108 and metrics["n_eval"] == 12 and metrics["n_features"] == 7
+    heldout = np.load(out / "heldout.npy", allow_pickle=False)
+    assert heldout.shape == (12,) and heldout.dtype.kind == "i"
+    assert list(heldout) == sorted(set(heldout)) and heldout.max() < 120
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["kind"] == "file" and config["data"]["label_column"] == "label"
+    assert config["data"]["path"] == str(data.resolve())
+    assert config["data"]["test_fraction"] == 0.1
+    model = contractive.load(out)
+    assert model.scaling == "standard" and model.n_features_in_ == 7
+    # the scaling was fitted on the training rows only
+    from contractive.files import read_data
+
+    table = read_data(data, label_column="label")
+    train_rows = np.setdiff1d(np.arange(120), heldout)
+    np.testing.assert_allclose(model.scale_offset_, table.X[train_rows].mean(0), rtol=1e-10)
+
+
+def test_train_figures_profile_when_not_square(work, capsys, monkeypatch):
+    """Rows that are not square images get a profile plot; square ones an image grid."""
+    from contractive.commands import train as train_cmd
+
+    calls = []
+    for name in ("reconstruction_grid", "reconstruction_profiles"):
+        real = getattr(train_cmd, name)
+        monkeypatch.setattr(train_cmd, name, lambda *a, _n=name, _r=real, **k: (
+            calls.append(_n), _r(*a, **k))[1])
+    data = write_csv(work / "d.csv", n=40, d=5)
+    code, _, err = run_cli(["train", str(data), "--label-column", "label", "--out",
+                            str(work / "csv"), *FAST], capsys)
+    assert code == 0, err
+    assert calls == ["reconstruction_profiles"]
+    png = (work / "csv" / "reconstructions.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    calls.clear()
+    np.save(work / "img.npy", np.random.default_rng(0).random((30, 6, 6)))
+    code, _, err = run_cli(["train", str(work / "img.npy"), "--out", str(work / "img"),
+                            *FAST], capsys)
+    assert code == 0, err
+    assert calls == ["reconstruction_grid"]
+
+
+def test_train_on_npz_and_tsv(work, capsys):
+    X = np.random.default_rng(1).random((30, 5))
+    np.savez(work / "d.npz", X=X, y=np.arange(30) % 2)
+    code, _, err = run_cli(["train", str(work / "d.npz"), "--out", str(work / "a"),
+                            "--test-fraction", "0.2", *FAST], capsys)
+    assert code == 0, err
+    assert len(np.load(work / "a" / "heldout.npy")) == 6
+    (work / "d.tsv").write_text("\n".join("\t".join(f"{v:.4f}" for v in r) for r in X))
+    code, _, err = run_cli(["train", str(work / "d.tsv"), "--out", str(work / "b"),
+                            "--test-fraction", "0", *FAST], capsys)
+    assert code == 0, err
+    check_run_folder(work / "b")  # nothing held out: no heldout.npy
+    assert json.loads((work / "b" / "metrics.json").read_text())["evaluated_on"] == (
+        "training data")
+
+
+# -- --config -------------------------------------------------------------------------------
+
+
+def test_config_toml_dashes_underscores_and_flags_override(work, capsys):
+    (work / "run.toml").write_text(
+        'data = "digits"\n'
+        'n-components = 4\n'
+        'max_epochs = 3\n'
+        'hidden-layer-sizes = [12]\n'
+        'seed = 5\n'
+        'contractive_weight = 0.01\n'
+    )
+    out = work / "run"
+    code, _, err = run_cli(["train", "--config", str(work / "run.toml"), "--out", str(out),
+                            "--max-epochs", "2"], capsys)
+    assert code == 0, err
+    params = json.loads((out / "config.json").read_text())["params"]
+    assert params["n_components"] == 4 and params["max_epochs"] == 2  # the flag wins
+    assert params["hidden_layer_sizes"] == [12] and params["random_state"] == 5
+    assert params["contractive_weight"] == 0.01
+    assert len(json.loads((out / "history.json").read_text())) == 2
+
+
+def test_config_out_and_data_from_the_file(work, capsys):
+    (work / "run.toml").write_text('data = "digits"\nout = "from_toml"\nmax-epochs = 1\n')
+    code, _, err = run_cli(["train", "--config", "run.toml"], capsys)
+    assert code == 0, err
+    assert (work / "from_toml" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("content,words", [
+    ('data = "digits"\nbogus-key = 1\n', ["'bogus-key'", "valid"]),
+    ('data = "digits"\nn_components = \n', ["not valid TOML"]),
+    ('data = "digits"\nn-components = "four"\n', []),
+    ('data = "digits"\nhidden-layer-sizes = "a,b"\n', []),
+    ("", ["DATA is missing"]),
+])
+def test_config_errors(work, capsys, content, words):
+    (work / "run.toml").write_text(content)
+    code, stdout, err = run_cli(["train", "--config", str(work / "run.toml"), "--out",
+                                 str(work / "run"), *FAST], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    for w in words:
+        assert w in err
+    assert os.listdir(work) == ["run.toml"]
+
+
+def test_config_missing_file(work, capsys):
+    code, _, err = run_cli(["train", "digits", "--config", "nope.toml", "--out", "r"], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "nope.toml" in err
+    assert os.listdir(work) == []
+
+
+# -- --resume -------------------------------------------------------------------------------
+
+
+def _tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def test_resume_finished_run_with_more_epochs(work, capsys, digits_run):
+    import shutil
+
+    import torch
+
+    out = work / "run"
+    shutil.copytree(digits_run, out)
+    code, stdout, err = run_cli(["train", "--out", str(out), "--resume", "--max-epochs", "4"],
+                                capsys)
+    assert code == 0, err
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    log = (out / "train.log").read_text().splitlines()
+    assert [ln.split()[2] for ln in log] == ["1/2", "2/2", "3/4", "4/4"]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
+    assert "4 epochs" in stdout
+    # the same weights as 4 epochs in one go
+    code, _, err = run_cli(["train", "digits", "--out", str(work / "straight"),
+                            "--n-components", "6", "--seed", "0", "--max-epochs", "4"], capsys)
+    assert code == 0, err
+    a, b = _tensors(out / "model.safetensors"), _tensors(work / "straight" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_the_same_data_and_params_is_allowed(work, capsys, digits_run):
+    import shutil
+
+    out = work / "run"
+    shutil.copytree(digits_run, out)
+    code, _, err = run_cli(["train", "digits", "--out", str(out), "--resume",
+                            "--n-components", "6", "--seed", "0", "--max-epochs", "2"], capsys)
+    assert code == 0, err
+    assert len(json.loads((out / "history.json").read_text())) == 2  # nothing left to do
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--n-components", "7"], ["--n-components", "7", "6"]),
+    (["--seed", "1"], ["random-state"]),
+    (["--learning-rate", "0.5"], ["--learning-rate"]),
+    (["--hidden-layer-sizes", "5"], ["--hidden-layer-sizes"]),
+    (["mnist"], ["'mnist'", "'digits'"]),
+])
+def test_resume_with_conflicting_settings(work, capsys, digits_run, argv, words):
+    import shutil
+
+    out = work / "run"
+    shutil.copytree(digits_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    data = [a for a in argv if not a.startswith("-") and not a[0].isdigit()]
+    flags = [a for a in argv if a not in data]
+    code, stdout, err = run_cli(["train", *data, "--out", str(out), "--resume", *flags], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    for w in words:
+        assert w in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_resume_without_a_run_starts_afresh(work, capsys, state):
+    out = work / "run"
+    if state == "empty":
+        out.mkdir()
+    code, _, err = run_cli(["train", "digits", "--out", str(out), "--resume", *FAST], capsys)
+    assert code == 0, err
+    check_run_folder(out)
+    assert len(json.loads((out / "history.json").read_text())) == 2
+
+
+def test_resume_without_data_nor_run(work, capsys):
+    code, _, err = run_cli(["train", "--out", str(work / "run"), "--resume"], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "DATA" in err and os.listdir(work) == []
+
+
+def test_resume_with_a_corrupted_checkpoint_is_refused(work, capsys, digits_run):
+    import shutil
+
+    out = work / "run"
+    shutil.copytree(digits_run, out)
+    ckpt = out / "checkpoint.safetensors"
+    blob = bytearray(ckpt.read_bytes())
+    blob[-3] ^= 0x10
+    ckpt.write_bytes(bytes(blob))
+    code, _, err = run_cli(["train", "--out", str(out), "--resume", "--max-epochs", "3"],
+                           capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert str(ckpt) in err and "checksum" in err
+    assert ckpt.read_bytes() == bytes(blob)  # left for the user to look at
+
+
+def test_resume_of_a_file_run_keeps_its_held_out_rows(work, capsys, csv_run):
+    import shutil
+
+    src, data = csv_run
+    out = work / "run"
+    shutil.copytree(src, out)
+    before = np.load(out / "heldout.npy")
+    code, _, err = run_cli(["train", "--out", str(out), "--resume", "--max-epochs", "4"],
+                           capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(out / "heldout.npy"), before)
+    assert len(json.loads((out / "history.json").read_text())) == 4
+
+
+# -- evaluate -------------------------------------------------------------------------------
+
+
+def test_evaluate_table(csv_run, capsys):
+    out, _ = csv_run
+    code, stdout, err = run_cli(["evaluate", str(out)], capsys)
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert "12 samples" in lines[0] and "held out" in lines[0]
+    assert "recon. MSE" in lines[1] and "linear probe" in lines[1] and "5-NN" in lines[1]
+    assert lines[2].startswith("CAE (k=3)") and lines[3].startswith("PCA (k=3)")
+    assert err == ""
+
+
+def test_evaluate_json_with_labels(csv_run, capsys):
+    out, data = csv_run
+    code, stdout, err = run_cli(["evaluate", str(out), str(data), "--label-column", "label",
+                                 "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["n_samples"] == 120 and result["n_components"] == 3
+    assert set(result["results"]) == {"CAE", "PCA"}
+    for row in result["results"].values():
+        assert math.isfinite(row["reconstruction_mse"]) and row["reconstruction_mse"] >= 0
+        assert 0 <= row["linear_probe_accuracy"] <= 1 and 0 <= row["knn_accuracy"] <= 1
+    assert result["results"]["PCA"]["mean_jacobian_frobenius_sq"] == 3.0
+
+
+def test_evaluate_without_labels(work, capsys):
+    data = write_csv(work / "nolabel.csv", n=60, d=5, label=False)
+    out = work / "run"
+    code, _, err = run_cli(["train", str(data), "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["evaluate", str(out), "--json"], capsys)
+    assert code == 0, err
+    rows = json.loads(stdout)["results"]
+    assert set(rows) == {"CAE", "PCA"}
+    for row in rows.values():
+        assert set(row) == {"reconstruction_mse", "mean_jacobian_frobenius_sq"}
+    code, stdout, _ = run_cli(["evaluate", str(out)], capsys)
+    assert code == 0 and "no labels" in stdout and "linear probe" not in stdout
+
+
+def test_evaluate_dataset_run(digits_run, capsys):
+    code, stdout, err = run_cli(["evaluate", str(digits_run), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["n_samples"] == 360 and result["data"] == "digits (held out)"
+    assert result["results"]["CAE"]["linear_probe_accuracy"] > 0.5
+    code, stdout, err = run_cli(["evaluate", str(digits_run), "digits", "--split", "train",
+                                 "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["n_samples"] == 1437
+
+
+def test_evaluate_feature_count_differs(csv_run, capsys, tmp_path):
+    out, _ = csv_run
+    other = write_csv(tmp_path / "wide.csv", n=20, d=9)
+    code, stdout, err = run_cli(["evaluate", str(out), str(other), "--label-column", "label"],
+                                capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert "9 features" in err and "7" in err and str(other) in err
+
+
+def test_evaluate_run_without_model(work, capsys, digits_run):
+    import shutil
+
+    out = work / "run"
+    shutil.copytree(digits_run, out)
+    for name in ("model.json", "model.safetensors"):
+        (out / name).unlink()
+    code, _, err = run_cli(["evaluate", str(out)], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "no model" in err and "--resume" in err
+
+
+# -- encode / reconstruct -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".npy", ".csv", ".tsv"])
+def test_encode_and_reconstruct_outputs(csv_run, capsys, work, ext):
+    out, data = csv_run
+    codes = work / f"codes{ext}"
+    code, stdout, err = run_cli(["encode", str(out), str(data), "--label-column", "label",
+                                 "-o", str(codes)], capsys)
+    assert code == 0, err
+    assert str(codes) in stdout and "120 rows x 3 columns" in stdout
+    recon = work / f"recon{ext}"
+    code, _, err = run_cli(["reconstruct", str(out), str(data), "--label-column", "label",
+                            "-o", str(recon)], capsys)
+    assert code == 0, err
+    model = contractive.load(out)
+    from contractive.files import read_data
+
+    X = read_data(data, label_column="label").X
+    if ext == ".npy":
+        c, r = np.load(codes), np.load(recon)
+        np.testing.assert_allclose(c, model.transform(X), rtol=1e-6)
+    else:
+        delim = "," if ext == ".csv" else "\t"
+        header = codes.read_text().splitlines()[0].split(delim)
+        assert len(header) == 3 and not any(h.replace(".", "").isdigit() for h in header)
+        assert len(recon.read_text().splitlines()[0].split(delim)) == 7
+        c, r = read_data(codes).X, read_data(recon).X
+        np.testing.assert_allclose(c, model.transform(X), rtol=1e-6, atol=1e-7)
+    assert c.shape == (120, 3) and r.shape == (120, 7)
+    np.testing.assert_allclose(r, model.reconstruct(X), rtol=1e-5, atol=1e-6)
+    assert sorted(os.listdir(work)) == sorted([codes.name, recon.name])
+
+
+def test_encode_dataset_split(digits_run, capsys, work):
+    code, _, err = run_cli(["encode", str(digits_run), "digits", "--split", "train", "-o",
+                            "c.npy"], capsys)
+    assert code == 0, err
+    assert np.load(work / "c.npy").shape == (1437, 6)
+
+
+@pytest.mark.parametrize("command", ["encode", "reconstruct"])
+@pytest.mark.parametrize("output", ["codes.txt", "codes", "codes.npz", "no/such/dir/c.npy"])
+def test_encode_bad_output(csv_run, capsys, work, command, output):
+    out, data = csv_run
+    code, stdout, err = run_cli([command, str(out), str(data), "--label-column", "label",
+                                 "-o", output], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert output in err
+    assert os.listdir(work) == []
+
+
+# -- bad inputs to every command ------------------------------------------------------------
+
+
+def _bad_files(d: Path) -> dict[str, Path]:
+    (d / "nan.csv").write_text("a,b\n1,2\n3,nan\n")
+    (d / "abc.csv").write_text("a,b\n1,2\n3,abc\n")
+    (d / "ragged.csv").write_text("1,2\n3\n")
+    (d / "empty.csv").write_text("")
+    (d / "header.csv").write_text("a,b\n")
+    np.save(d / "one_d.npy", np.zeros(5))
+    np.save(d / "zero.npy", np.zeros((0, 4)))
+    (d / "trunc.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fo")
+    np.savez_compressed(d / "corrupt.npz", X=np.random.default_rng(0).random((200, 10)))
+    blob = bytearray((d / "corrupt.npz").read_bytes())
+    for i in range(200, 260):
+        blob[i] ^= 0xA5
+    (d / "corrupt.npz").write_bytes(bytes(blob))
+    np.savez(d / "labels.npz", X=np.zeros((4, 2)), y=np.zeros(5))
+    (d / "data.xlsx").write_text("1,2\n")
+    (d / "folder.csv").mkdir()
+    return {p.name: p for p in d.iterdir()}
+
+
+BAD_TRAIN = {
+    "nan": (["nan.csv"], ["row 3", "'b'"]),
+    "abc": (["abc.csv"], ["row 3", "'abc'"]),
+    "ragged": (["ragged.csv"], ["row 2"]),
+    "empty": (["empty.csv"], ["empty"]),
+    "header-only": (["header.csv"], ["no data"]),
+    "1-d": (["one_d.npy"], ["1-D"]),
+    "0-rows": (["zero.npy"], ["no samples"]),
+    "truncated-npy": (["trunc.npy"], []),
+    "corrupted-npz": (["corrupt.npz"], []),
+    "labels-length": (["labels.npz"], ["labels"]),
+    "unknown-extension": (["data.xlsx"], ["unknown data format"]),
+    "folder": (["folder.csv"], ["folder"]),
+    "missing-file": (["missing.csv"], ["no such file"]),
+    "label-column-missing": (["abc.csv", "--label-column", "zz"], ["'zz'"]),
+    "label-column-range": (["ragged.csv", "--label-column", "5"], ["out of range"]),
+    "test-fraction-1.5": (["nan.csv", "--test-fraction", "1.5"], ["test-fraction"]),
+    "test-fraction-neg": (["nan.csv", "--test-fraction", "-0.1"], ["test-fraction"]),
+    "test-fraction-abc": (["nan.csv", "--test-fraction", "abc"], ["test-fraction"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRAIN))
+def test_train_bad_data_files(work, capsys, tmp_path, case):
+    files_dir = tmp_path / "files"
+    files_dir.mkdir()
+    _bad_files(files_dir)
+    argv, words = BAD_TRAIN[case]
+    argv = [str(files_dir / argv[0]), *argv[1:]]
+    code, stdout, err = run_cli(["train", *argv, "--out", str(work / "run"), *FAST], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    if "test-fraction" not in case:
+        assert argv[0] in err  # the file is named
+    for w in words:
+        assert w in err, err
+    assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "{missing}"],
+    ["evaluate", "{work}"],
+    ["evaluate", "{run}", "cifar10"],
+    ["evaluate", "{run}", "{work}/missing.csv"],
+    ["evaluate", "{run}", "{data}"],  # the label column left among the features
+    ["evaluate", "{run}", "--split", "valid"],
+    ["encode", "{missing}", "{data}", "-o", "{work}/c.npy"],
+    ["encode", "{run}", "{data}", "--label-column", "zz", "-o", "{work}/c.npy"],
+    ["encode", "{run}", "{data}"],
+    ["reconstruct", "{run}", "digits", "-o", "{work}/c.npy"],
+    ["reconstruct", "{run}", "{data}", "--label-column", "label", "-o", "{work}"],
+])
+def test_bad_inputs_to_other_commands(work, capsys, csv_run, argv):
+    run, data = csv_run
+    fill = dict(run=run, data=data, work=work, missing=work / "missing_run")
+    argv = [a.format(**fill) for a in argv]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "encode", "reconstruct", "datasets"])
+def test_every_command_help_has_an_example(capsys, command):
+    code, stdout, err = run_cli([command, "--help"], capsys)
+    assert code == 0 and err == ""
+    assert "example" in stdout and f"contractive {command}" in stdout
+
+
+def test_output_that_is_an_existing_folder(work, capsys, csv_run):
+    """``-o codes.npy`` where codes.npy is a folder: one line, exit 2, the folder intact."""
+    run, data = csv_run
+    (work / "codes.npy").mkdir()
+    code, stdout, err = run_cli(["encode", str(run), str(data), "--label-column", "label",
+                                 "-o", str(work / "codes.npy")], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert str(work / "codes.npy") in err
+    assert os.listdir(work) == ["codes.npy"] and os.listdir(work / "codes.npy") == []
+
+
+def test_out_below_a_regular_file(work, capsys):
+    (work / "file").write_text("x")
+    code, stdout, err = run_cli(["train", "digits", "--out", str(work / "file" / "run"),
+                                 *FAST], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert str(work / "file") in err
+    assert os.listdir(work) == ["file"] and (work / "file").read_text() == "x"
+
+
+def test_ctrl_c_during_checkpoint_write_names_saved_epoch(work, capsys, monkeypatch):
+    """Ctrl-C while the checkpoint of epoch 3 is being written: exit 130, one line that
+    names the epoch the checkpoint on disk holds (2), and that checkpoint intact."""
+    from contractive.commands import train as train_cmd
+
+    real = train_cmd.save_checkpoint
+
+    def save(path, state, meta=None):
+        if state["epoch"] == 3:
+            raise KeyboardInterrupt
+        real(path, state, meta)
+
+    monkeypatch.setattr(train_cmd, "save_checkpoint", save)
+    out = work / "run"
+    code, stdout, err = run_cli(["train", "digits", "--out", str(out), "--max-epochs", "5",
+                                 "--seed", "0"], capsys)
+    assert code == 130 and stdout == ""
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "--resume" in err
+    state, _ = load_checkpoint(out / "checkpoint.safetensors")
+    assert state["epoch"] == 2
+    message = err
+    monkeypatch.undo()
+    code, _, err = run_cli(["train", "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    assert len(json.loads((out / "history.json").read_text())) == 5
+    assert "epoch 2 " in message, message  # not 3: epoch 3 was never saved
+
+
+def test_run_on_a_relative_data_path_works_from_another_folder(work, capsys, monkeypatch):
+    """A run trained on ``data.csv`` (relative to the folder it was started in) still finds
+    its data when evaluated or resumed from elsewhere: config.json records the absolute
+    path, and that is what later commands must use."""
+    write_csv(work / "d.csv", n=40, d=5)
+    code, _, err = run_cli(["train", "d.csv", "--label-column", "label", "--out", "run",
+                            *FAST], capsys)
+    assert code == 0, err
+    elsewhere = work.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = str(work / "run")
+    code, _, err = run_cli(["evaluate", run], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--out", run, "--resume", "--max-epochs", "3"], capsys)
+    assert code == 0, err
+    assert len(json.loads((work / "run" / "history.json").read_text())) == 3

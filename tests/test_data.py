@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import re
 import struct
@@ -323,7 +324,7 @@ def test_find_mnist_missing_names_files_and_folders(tmp_path, monkeypatch, clean
                    clean_env / "contractive" / "mnist"):
         assert str(folder) in msg
     with pytest.raises(ValueError, match="MNIST not found"):
-        load_mnist(explicit)
+        load_mnist(explicit, download=False)
 
 
 # -- loading MNIST-shaped files -----------------------------------------------------------
@@ -333,7 +334,7 @@ def test_find_mnist_missing_names_files_and_folders(tmp_path, monkeypatch, clean
 def test_load_mnist_fake(tmp_path, clean_env, compress):
     d = write_fake_mnist(tmp_path / "m", n_train=3, n_test=2, side=4, compress=compress,
                          fill=51)
-    ds = load_mnist(d)
+    ds = load_mnist(d, download=False, verify=False)
     assert ds.name == "mnist" and ds.image_shape == (4, 4)
     assert ds.X_train.shape == (3, 16) and ds.X_test.shape == (2, 16)
     assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
@@ -345,7 +346,7 @@ def test_load_mnist_fake(tmp_path, clean_env, compress):
 def test_load_mnist_full_range(tmp_path, clean_env):
     d = write_fake_mnist(tmp_path / "m", n_train=2, n_test=1, fill=255)
     write_idx(d / MNIST_FILES["train_images"], np.array([[[0, 255]], [[128, 1]]], np.uint8))
-    ds = load_mnist(d)
+    ds = load_mnist(d, download=False, verify=False)
     np.testing.assert_allclose(ds.X_train, [[0, 1], [128 / 255, 1 / 255]], rtol=1e-6)
     assert ds.X_test.max() == 1.0
 
@@ -354,7 +355,7 @@ def test_load_mnist_mismatched_counts(tmp_path, clean_env):
     d = write_fake_mnist(tmp_path / "m", n_train=3)
     write_idx(d / MNIST_FILES["train_labels"], np.arange(4, dtype=np.uint8))
     with pytest.raises(ValueError, match=re.escape(str(d / MNIST_FILES["train_images"]))):
-        load_mnist(d)
+        load_mnist(d, download=False, verify=False)
 
 
 def test_load_mnist_corrupt_file_is_named(tmp_path, clean_env):
@@ -362,7 +363,7 @@ def test_load_mnist_corrupt_file_is_named(tmp_path, clean_env):
     bad = d / MNIST_FILES["test_images"]
     bad.write_bytes(bad.read_bytes()[:-1])
     with pytest.raises(ValueError, match=re.escape(str(bad))):
-        load_mnist(d)
+        load_mnist(d, download=False, verify=False)
 
 
 # -- load_dataset -------------------------------------------------------------------------
@@ -377,12 +378,67 @@ def test_load_dataset_unknown_name_lists_valid():
         assert name in msg
 
 
-def test_load_dataset_by_name(tmp_path, clean_env):
+def accept_files(monkeypatch, name: str, folder: Path) -> None:
+    """Make the checksums of dataset ``name`` those of the (fake) files in ``folder``."""
+    raw_md5 = {}
+    for stem in data.IDX_DATASETS[name].files:
+        path = folder / stem if (folder / stem).is_file() else folder / f"{stem}.gz"
+        raw_md5[stem] = data.md5_hex(data.read_idx_bytes(path))
+    monkeypatch.setitem(data.IDX_DATASETS, name,
+                        dataclasses.replace(data.IDX_DATASETS[name], raw_md5=raw_md5))
+
+
+def test_load_dataset_by_name(tmp_path, clean_env, monkeypatch):
     assert load_dataset("digits").X_train.shape == (1437, 64)
     d = write_fake_mnist(tmp_path / "m")
+    accept_files(monkeypatch, "mnist", d)
     assert load_dataset("mnist", d).X_train.shape == (3, 4)
     with pytest.raises(ValueError, match="MNIST not found"):
         load_dataset("mnist", tmp_path / "nothing")
+
+
+def test_load_dataset_fashion_mnist_files(tmp_path, clean_env):
+    """Fashion-MNIST publishes no checksums of the raw content: files are checked
+    structurally only, so tiny fake ones load; its search path has no bare env folder."""
+    d = write_fake_mnist(tmp_path / "fm", compress=True)
+    ds = load_dataset("fashion-mnist", d)
+    assert ds.name == "fashion-mnist" and ds.X_train.shape == (3, 4)
+    assert data.search_path("fashion-mnist", d) == [
+        d, d / "fashion-mnist", clean_env / "contractive" / "fashion-mnist"]
+
+
+# -- checksums ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+def test_load_mnist_verifies_checksums_by_default(tmp_path, clean_env, compress):
+    """Well-formed files that are not the published MNIST: one error naming the file."""
+    d = write_fake_mnist(tmp_path / "m", compress=compress)
+    with pytest.raises(ValueError, match="checksum mismatch") as info:
+        load_mnist(d, download=False)
+    msg = str(info.value)
+    assert str(d) in msg
+    assert any(stem in msg for stem in MNIST_FILES.values())
+    assert "\n" not in msg
+    assert load_mnist(d, download=False, verify=False).X_train.shape == (3, 4)
+
+
+def test_checksum_accepts_matching_content_compressed_or_not(tmp_path, clean_env, monkeypatch):
+    raw = write_fake_mnist(tmp_path / "raw")
+    accept_files(monkeypatch, "mnist", raw)
+    gz = write_fake_mnist(tmp_path / "gz", compress=True)
+    # recompress one file differently: same content, different archive bytes
+    p = gz / (MNIST_FILES["train_images"] + ".gz")
+    p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes()), compresslevel=1, mtime=12345))
+    a, b = load_mnist(raw, download=False), load_mnist(gz, download=False)
+    np.testing.assert_array_equal(a.X_train, b.X_train)
+    # one changed pixel: same size and header, wrong content
+    q = raw / MNIST_FILES["test_images"]
+    blob = bytearray(q.read_bytes())
+    blob[-1] ^= 0x01
+    q.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=re.escape(str(q)) + ".*checksum mismatch"):
+        load_mnist(raw, download=False)
 
 
 # -- the real MNIST files -----------------------------------------------------------------

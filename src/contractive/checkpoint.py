@@ -105,8 +105,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
         ) from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a contractive checkpoint")
-    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {meta['format_version']} is too new")
+    version = meta.get("format_version", "")
+    if not version.isdigit() or not 1 <= int(version) <= FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format_version {version!r} is not supported (reads 1 to "
+            f"{FORMAT_VERSION}); the file is damaged or from a newer contractive"
+        )
     structure = meta.get("structure", "")
     if _digest(structure, tensors) != meta.get("sha256"):
         raise ValueError(

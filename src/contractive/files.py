@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,11 @@ class TableData:
 
 def _kind(path: Path) -> str:
     name = path.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
     for ext in (".npy", ".npz", ".csv", ".tsv", ".parquet"):
         if name.endswith(ext):
             return ext
+    if name.endswith(".gz"):  # only IDX files are read compressed
+        name = name[:-3]
     if name.endswith("-ubyte") or name.endswith(".idx") or ".idx" in name:
         return "idx"
     raise ValueError(f"{path}: unknown data format; supported: {', '.join(FORMATS)}")
@@ -112,7 +113,7 @@ def _read_npz(path: Path, label_key: str | None) -> TableData:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: unreadable .npz file ({exc})") from None
     if not arrays:
         raise ValueError(f"{path}: the .npz file holds no arrays")
@@ -159,8 +160,9 @@ def _read_text(path: Path, delimiter: str, label_column: str | int | None) -> Ta
     if not numbered:
         raise ValueError(f"{path}: empty file (no rows)")
     header = None
-    if not all(_is_number(c) for c in numbered[0][1]):
-        header = [c.strip() for c in numbered[0][1]]
+    first = [c.strip() for c in numbered[0][1]]
+    if any(c and not _is_number(c) for c in first):  # empty cells are no evidence of a header
+        header = first
         numbered = numbered[1:]
     if not numbered:
         raise ValueError(f"{path}: has a header but no data rows")
@@ -175,6 +177,9 @@ def _read_text(path: Path, delimiter: str, label_column: str | int | None) -> Ta
         j = 0
         for c, cell in enumerate(row):
             if c == label_idx:
+                if not cell.strip():
+                    col = repr(names[c]) if header else str(c + 1)
+                    raise ValueError(f"{path}: row {line}, column {col}: empty label cell")
                 labels.append(cell.strip())
                 continue
             text = cell.strip()
@@ -275,6 +280,11 @@ def read_data(path: str | os.PathLike, *, label_column: str | int | None = None)
     kind = _kind(path)
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file")
+    if label_column is not None and kind in (".npy", "idx"):
+        raise ValueError(
+            f"{path}: a label column applies to .csv, .tsv, .parquet and .npz files; "
+            "this file holds features only"
+        )
     if kind == ".npy":
         return _read_npy(path)
     if kind == ".npz":
@@ -294,6 +304,8 @@ def write_array(path: str | os.PathLike, X: np.ndarray, *, header: list[str] | N
 
     path = Path(path)
     ext = path.suffix.lower()
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; name an output file (.npy, .csv or .tsv)")
     if ext == ".npy":
         buf = _io.BytesIO()
         np.save(buf, np.ascontiguousarray(X))

@@ -39,8 +39,14 @@ def _heldout(run_dir: str) -> np.ndarray | None:
 def training_data(run_dir: str, config: dict) -> Data:
     """The run's own data, split as in training."""
     src = config["data"]
-    return load_data(src["spec"], data_dir=src.get("data_dir"),
+    return load_data(data_spec(src), data_dir=src.get("data_dir"),
                      label_column=src.get("label_column"), heldout=_heldout(run_dir))
+
+
+def data_spec(source: dict) -> str:
+    """What to load a run's data from: the dataset name, or the file's absolute path (so a
+    run made with a relative path works from any folder)."""
+    return source["path"] if source.get("kind") == "file" else source["spec"]
 
 
 def eval_rows(

@@ -42,6 +42,7 @@ from ..runs import (
     write_json,
 )
 from ..training import OPTIMIZERS, resolve_device
+from ._common import data_spec
 
 EXAMPLE = """examples:
   contractive train digits
@@ -193,6 +194,11 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
         raise ValueError("DATA is missing: name a dataset or a file (or set data in --config)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+            break
     stored = None
     if args.resume and (out / CONFIG_NAME).exists():
         stored = read_run_config(out)
@@ -207,11 +213,13 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
                     f"{', '.join(RESUMABLE_CHANGES)} may change)"
                 )
         data = stored["data"]
-        if settings["data"] and settings["data"] not in (data.get("name"), data.get("spec")):
+        if settings["data"] and settings["data"] not in (
+            data.get("name"), data.get("spec"), data.get("path")
+        ):
             raise ValueError(
                 f"DATA {settings['data']!r} differs from the run's {data.get('spec')!r}"
             )
-        settings.update({"data": data["spec"], "data_dir": data.get("data_dir"),
+        settings.update({"data": data_spec(data), "data_dir": data.get("data_dir"),
                          "label_column": data.get("label_column"),
                          "test_fraction": data.get("test_fraction")})
     else:
@@ -227,6 +235,13 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
         params.update(_normalise(given))
         if params["random_state"] is None:  # fixed now, so that --resume can redo the same run
             params["random_state"] = int(np.random.default_rng().integers(2**31 - 1))
+    if settings["data"] in DATASETS:
+        for key in ("label_column", "test_fraction"):
+            if settings[key] is not None and stored is None:
+                raise ValueError(
+                    f"--{key.replace('_', '-')} applies to data files; the dataset "
+                    f"{settings['data']!r} has its own labels and test split"
+                )
     if "verbose" not in given:
         params["verbose"] = sys.stderr.isatty()
     _check_params(params)
@@ -246,9 +261,11 @@ class _EpochHook:
 
     def __init__(self, out: Path, meta: dict) -> None:
         self.out, self.meta = out, meta
+        self.saved_epoch: int | None = None
 
     def __call__(self, trainer) -> None:
         save_checkpoint(self.out / CHECKPOINT_NAME, trainer.state_dict(), self.meta)
+        self.saved_epoch = trainer.epoch
         record = trainer.history[-1]
         terms = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k not in ("epoch",))
         with open(self.out / "train.log", "a", encoding="utf-8") as log:
@@ -344,10 +361,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         est._fit(data.X, callbacks=[hook], resume=resume_state)
     except KeyboardInterrupt:
-        done = len(getattr(est, "history_", []) or [])
-        print(f"contractive train: interrupted; the checkpoint of the last finished epoch "
-              f"({done}) is in {out}; continue with: contractive train --out {out} --resume",
-              file=sys.stderr)
+        if hook.saved_epoch is None and resume_state is None:
+            where = "no epoch finished yet, so there is no checkpoint"
+        else:
+            epoch = hook.saved_epoch if hook.saved_epoch is not None else resume_state["epoch"]
+            where = f"the checkpoint of epoch {epoch} is in {out}"
+        print(f"contractive train: interrupted; {where}; continue with: contractive train "
+              f"--out {out} --resume", file=sys.stderr)
         return 130
     fit_s = time.perf_counter() - t0
     metrics = _metrics(est, data, fit_s)
