@@ -18,6 +18,9 @@ Parts:
   here as the reference; the penalty values side by side, and peak memory (CPU: peak RSS of a
   fresh process per method, above the no-penalty one; GPU: ``max_memory_allocated``).
 
+Targets (issue 5) are ratios: ours against the seed's Keras model on the same machine, the
+closed form's overhead, the exact penalty against the per-unit loop.
+
 Threads: ``--threads`` (default: all cores) is set for every part; run on a quiet machine.
 """
 
@@ -186,8 +189,20 @@ def deep_one(method: str, device_name: str, steps: int, batch: int = 100) -> dic
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["peak_rss_mb"] = _peak_rss_mb()
     return out
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it is not inherited
+    from the parent across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_deep(device: str, steps: int, threads: int) -> dict:

@@ -20,10 +20,6 @@ TIGHT = dict(rtol=1e-10, atol=1e-12)
 FD_TOL = dict(rtol=1e-6, atol=1e-8)
 
 
-def tight(activation: str) -> dict:
-    """Tolerances of float64 comparisons (the same for every activation)."""
-    return TIGHT
-
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -113,11 +109,11 @@ def test_jacobian_and_penalty_match_bruteforce(activation, hidden):
     J = m.jacobian(x)
     assert J.shape == (B, K, D)
     J_ref = brute_jacobian(m.encode, x)
-    torch.testing.assert_close(J, J_ref, **tight(activation))
+    torch.testing.assert_close(J, J_ref, **TIGHT)
     torch.testing.assert_close(J, fd_jacobian(m.encode, x), **FD_TOL)
     pen = m.penalty(x)
     assert pen.shape == (B,)
-    torch.testing.assert_close(pen, fro2(J_ref), **tight(activation))
+    torch.testing.assert_close(pen, fro2(J_ref), **TIGHT)
     assert (pen > 0).sum() >= 3
 
 

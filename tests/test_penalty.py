@@ -30,10 +30,6 @@ TIGHT = dict(rtol=1e-10, atol=1e-12)  # two exact computations of the same quant
 FD_TOL = dict(rtol=1e-6, atol=1e-8)  # against central finite differences
 
 
-def tight(activation: str) -> dict:
-    """Tolerances of float64 comparisons (the same for every activation)."""
-    return TIGHT
-
 
 # ---------------------------------------------------------------------------------------
 # helpers
@@ -198,7 +194,7 @@ def test_exact_penalty_matches_autograd_and_fd(activation, hidden, source):
     assert got.shape == (B,) and got.dtype == DT
     want = fro2(brute_jacobian(plain, x))
     assert (want > 0).sum() >= 3  # (a ReLU sample may have every unit off: J = 0)
-    torch.testing.assert_close(got, want, **tight(activation))
+    torch.testing.assert_close(got, want, **TIGHT)
     torch.testing.assert_close(got, fro2(fd_jacobian(plain, x)), **FD_TOL)
 
 
@@ -216,12 +212,12 @@ def test_closed_form_matches_autograd_and_fd(activation, source):
     got = P.contractive_penalty(encoder, x, "closed_form")
     want = fro2(brute_jacobian(encoder, x))
     assert (want > 0).sum() >= 3
-    torch.testing.assert_close(got, want, **tight(activation))
+    torch.testing.assert_close(got, want, **TIGHT)
     torch.testing.assert_close(got, fro2(fd_jacobian(encoder, x)), **FD_TOL)
     # auto picks the closed form for one layer: same value
     torch.testing.assert_close(P.contractive_penalty(encoder, x), got, rtol=0, atol=0)
     # and the closed form agrees with the exact structured Jacobian
-    torch.testing.assert_close(P.contractive_penalty(encoder, x, "exact"), got, **tight(activation))
+    torch.testing.assert_close(P.contractive_penalty(encoder, x, "exact"), got, **TIGHT)
 
 
 @pytest.mark.parametrize("hidden", [(), (HID,), (HID, 5)], ids=["1layer", "2layers", "3layers"])
@@ -235,7 +231,7 @@ def test_mlp_jacobian_matches_autograd_and_fd(activation, hidden):
     assert len(derivs) == len(hidden) + 1
     J = P.mlp_jacobian(enc.weights, derivs)
     assert J.shape == (B, K, D)
-    torch.testing.assert_close(J, brute_jacobian(enc, x), **tight(activation))
+    torch.testing.assert_close(J, brute_jacobian(enc, x), **TIGHT)
     torch.testing.assert_close(J, fd_jacobian(enc, x), **FD_TOL)
 
 
@@ -663,7 +659,7 @@ def test_bug2_sigmoid_derivative_with_other_activations(activation):
     buggy = ((h * (1 - h)).pow(2) * W.pow(2).sum(1)).sum(1)
     want = fro2(brute_jacobian(enc, x))
     ours = P.contractive_penalty(enc, x, "closed_form")
-    torch.testing.assert_close(ours, want, **tight(activation))
+    torch.testing.assert_close(ours, want, **TIGHT)
     assert not torch.allclose(buggy, want, rtol=1e-3), "the sigmoid formula should be wrong here"
 
 

@@ -10,6 +10,14 @@ from ..estimator import ContractiveAutoencoder
 from ..runs import HELDOUT_NAME, Data, is_dataset_name, load_data, read_run_config
 
 
+def add_run_and_data(p) -> None:
+    """RUN_DIR, an optional DATA (default: the run's held-out rows) and the data options."""
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("data", metavar="DATA", nargs="?",
+                   help="dataset name or data file (default: the run's held-out rows)")
+    add_data_options(p)
+
+
 def add_data_options(p, *, split: bool = True) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="folder holding a dataset's files")
     p.add_argument("--label-column", metavar="NAME|INDEX",

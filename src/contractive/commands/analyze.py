@@ -22,7 +22,7 @@ from .. import analysis as A
 from ..estimator import ContractiveAutoencoder
 from ..plotting import codes_scatter, contraction_curves, spectra, tangent_images, training_curves
 from ..runs import image_shape_for, write_json
-from ._common import add_data_options, check_features, eval_rows, run_model, training_data
+from ._common import add_run_and_data, check_features, eval_rows, run_model, training_data
 
 EXAMPLE = """examples:
   contractive analyze runs/digits
@@ -37,10 +37,7 @@ def register(sub) -> None:
         description=__doc__.split("\n\n")[1], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("data", metavar="DATA", nargs="?",
-                   help="dataset name or data file (default: the run's held-out rows)")
-    add_data_options(p)
+    add_run_and_data(p)
     p.add_argument("--n-points", type=int, default=1000, metavar="INT",
                    help="points analysed (a seeded subsample; default 1000)")
     p.add_argument("--n-tangents", type=int, default=4, metavar="INT",

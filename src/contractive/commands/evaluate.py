@@ -20,7 +20,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ._common import add_data_options, check_features, eval_rows, run_model, training_data
+from ._common import add_run_and_data, check_features, eval_rows, run_model, training_data
 
 EXAMPLE = """examples:
   contractive evaluate runs/digits                 (the run's held-out rows)
@@ -35,10 +35,7 @@ def register(sub) -> None:
         description=__doc__.split("\n\n")[1], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("data", metavar="DATA", nargs="?",
-                   help="dataset name or data file (default: the run's held-out rows)")
-    add_data_options(p)
+    add_run_and_data(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(run=run)
 
