@@ -40,8 +40,9 @@ def register(sub) -> None:
     add_run_and_data(p)
     p.add_argument("--n-points", type=int, default=1000, metavar="INT",
                    help="points analysed (a seeded subsample; default 1000)")
-    p.add_argument("--n-tangents", type=int, default=4, metavar="INT",
-                   help="tangent vectors drawn per point (default 4)")
+    p.add_argument("--n-tangents", type=int, default=None, metavar="INT",
+                   help="tangent vectors drawn per point (default: 4, or fewer when the "
+                        "code is smaller)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the plain auto-encoder that spectra and curves compare against")
     p.add_argument("--json", action="store_true", help="print analysis.json")
@@ -50,13 +51,18 @@ def register(sub) -> None:
 
 def _baseline(run_dir: Path, est: ContractiveAutoencoder, X_train: np.ndarray,
               device: str) -> ContractiveAutoencoder:
-    """The run's model with contractive weight 0, trained once and kept in RUN_DIR."""
+    """The run's model with contractive weight 0, trained once and kept in RUN_DIR (again
+    when the run's parameters change, e.g. after a resumed run with more epochs)."""
     folder = run_dir / BASELINE
+    params = {**est.get_params(), "contractive_weight": 0.0, "higher_order_weight": 0.0,
+              "verbose": False}
+    same = ("device", "verbose")
     if (folder / "model.json").exists():
-        return ContractiveAutoencoder.load(folder, device=device)
-    plain = ContractiveAutoencoder(**{**est.get_params(), "contractive_weight": 0.0,
-                                      "higher_order_weight": 0.0, "verbose": False,
-                                      "device": device})
+        kept = ContractiveAutoencoder.load(folder, device=device)
+        if {k: v for k, v in kept.get_params().items() if k not in same} == {
+                k: v for k, v in params.items() if k not in same}:
+            return kept
+    plain = ContractiveAutoencoder(**{**params, "device": device})
     plain.fit(X_train)
     plain.save(folder)
     return plain
@@ -91,11 +97,10 @@ def run(args: argparse.Namespace) -> int:
     check_features(X, est, described, args.run_dir)
     if train is None:
         train = training_data(args.run_dir, config)
-    if not 1 <= args.n_tangents <= min(est.n_components, X.shape[1]):
-        raise ValueError(
-            f"--n-tangents {args.n_tangents} must be between 1 and "
-            f"{min(est.n_components, X.shape[1])}"
-        )
+    most = min(est.n_components, X.shape[1])
+    n_tangents = min(4, most) if args.n_tangents is None else args.n_tangents
+    if not 1 <= n_tangents <= most:
+        raise ValueError(f"--n-tangents {n_tangents} must be between 1 and {most}")
     rng = np.random.default_rng(0)
     if len(X) > args.n_points:
         keep = np.sort(rng.choice(len(X), args.n_points, replace=False))
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     shape = image_shape_for(X.shape[1], train.image_shape)
     if shape is not None:
         m = min(6, len(X))
-        tangent_images(X[:m], est.tangents(X[:m], args.n_tangents), shape,
+        tangent_images(X[:m], est.tangents(X[:m], n_tangents), shape,
                        singular_values=s_cae[:m],
                        title="leading tangent vectors (right singular vectors of J)").savefig(
             run_dir / "analysis_tangents.png", dpi=100)

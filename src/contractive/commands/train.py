@@ -349,7 +349,9 @@ def run(args: argparse.Namespace) -> int:
 
     _prepare_folder(out, args.overwrite, args.resume)
     source = {**data.source, "spec": settings["data"]}
-    if stored is None:
+    if stored is not None:  # a resumed run may have changed max_epochs / device / verbose
+        write_json(out / CONFIG_NAME, {**stored, "params": params})
+    else:
         if data.heldout_rows is not None:
             buf = _io.BytesIO()
             np.save(buf, data.heldout_rows)
