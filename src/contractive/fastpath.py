@@ -70,34 +70,40 @@ def one_layer_step(module, x: Tensor) -> dict[str, Tensor]:
         h = act.fn(z)
         d1 = act.derivative(z, h)
         logits = torch.addmm(c, h, V.T)  # (B, d)
+        # g is kept unscaled (one pass less over the (B, d) tensor); its factor ``scale``
+        # goes into the GEMMs' alpha and the small results instead
+        scale = 1.0 / (batch * d)
         if cfg.loss == "bce":
             rec = F.binary_cross_entropy_with_logits(logits, x)
-            g = (torch.sigmoid(logits) - x).div_(batch * d)
+            g = torch.sigmoid(logits).sub_(x)
         elif cfg.output_activation == "sigmoid":
             out = torch.sigmoid(logits)
             err = out - x
-            rec = err.pow(2).mean()
-            g = err.mul_(out * (1 - out)).mul_(2.0 / (batch * d))
+            rec = torch.dot(err.view(-1), err.view(-1)) * scale
+            g = err.mul_(out * (1 - out))
+            scale *= 2.0
         else:
             err = logits.sub_(x)
-            rec = err.pow(2).mean()
-            g = err.mul_(2.0 / (batch * d))
-        w = (W * W).sum(1)  # (k,)
+            rec = torch.dot(err.view(-1), err.view(-1)) * scale
+            g = err
+            scale *= 2.0
+        w = torch.einsum("kd,kd->k", W, W)  # (k,) squared row norms
         d1_sq = d1 * d1
         pen = (d1_sq @ w).mean()
-        grad_V = g.T @ h  # (d, k)
-        dz = (g @ V).mul_(d1)  # (B, k)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        grad_V = torch.addmm(zero, g.T, h, beta=0, alpha=scale)  # (d, k)
+        dz = torch.addmm(zero, g, V, beta=0, alpha=scale).mul_(d1)  # (B, k)
         if lam:
             second = SECOND_DERIVATIVES[cfg.activation](z, h, d1)
             dz.add_(d1 * second * w, alpha=2 * lam / batch)
         grad_W = dz.T @ x  # (k, d)
         if lam:
-            grad_W.add_(W * d1_sq.sum(0).unsqueeze(1), alpha=2 * lam / batch)
+            grad_W.addcmul_(W, d1_sq.sum(0).unsqueeze(1), value=2 * lam / batch)
         if cfg.tied_weights:
             grad_W.add_(grad_V.T)
         else:
             _accumulate(module.decoder.weights[0], grad_V)
         _accumulate(W, grad_W)
         _accumulate(b, dz.sum(0))
-        _accumulate(c, g.sum(0))
+        _accumulate(c, g.sum(0).mul_(scale))
     return {"reconstruction": rec, "penalty": pen, "loss": rec + lam * pen}
