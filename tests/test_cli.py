@@ -228,12 +228,41 @@ def test_train_fake_mnist_fails_the_checksum(work, capsys, no_mnist, tmp_path):
 def test_overwrite_replaces_existing_run(work, capsys):
     out = work / "run"
     out.mkdir()
+    (out / "config.json").write_text("{}")  # a run folder (an old, unfinished one)
     (out / "old.txt").write_text("old")
     (out / "sub").mkdir()
     code, _, err = run_cli(["train", "digits", "--out", str(out), "--overwrite", *FAST], capsys)
     assert code == 0, err
     check_run_folder(out)  # exactly the run files: old ones are gone
     assert os.listdir(work) == ["run"]
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(work, capsys):
+    out = work / "thesis"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    code, _, err = run_cli(["train", "digits", "--out", str(out), "--overwrite", *FAST], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "not a run folder" in err
+    assert os.listdir(out) == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("flags", [["--validation-fraction", "1.5"], ["--seed", "-5"],
+                                   ["--loss", "bce", "--output-activation", "sigmoid",
+                                    "--scaling", "standard"]])
+def test_checks_that_need_the_data_run_before_anything_is_written(work, capsys, flags):
+    out = work / "run"
+    code, _, err = run_cli(["train", "digits", "--out", str(out), *FAST, *flags], capsys)
+    assert code == 2, err
+    assert_one_line_error(err)
+    assert not out.exists() and os.listdir(work) == []
+
+
+def test_unwritable_out_is_one_line(work, capsys):
+    code, _, err = run_cli(["train", "digits", "--out", "/proc/forbidden/run", *FAST], capsys)
+    assert code == 2
+    assert_one_line_error(err)
 
 
 def test_overwrite_with_failing_run_keeps_existing(work, capsys):

@@ -47,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"contractive {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that cannot be written or read
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"contractive {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except FloatingPointError as exc:  # NonFiniteLossError: a run, not an input, failed
         print(f"contractive {args.command}: error: {exc}", file=sys.stderr)
         return 1

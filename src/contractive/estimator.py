@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    clone,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -303,14 +308,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         config = self._module_config(X.shape[1])
         self._fit_scaling(X)
         x = self._to_tensor(X)
-        if config.loss == "bce":
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0 or hi > 1:
-                raise ValueError(
-                    f"loss='bce' needs data in [0, 1] after scaling; X spans [{lo:g}, {hi:g}]: "
-                    "use scaling='minmax' or loss='mse'"
-                )
-        rng = check_random_state(self.random_state)
+        self._check_target_range(config, x)
+        rng = self._random_state()
         seed = int(rng.randint(np.iinfo(np.int32).max))
         x_train, x_val = x, None
         frac = _check_float("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
@@ -341,6 +340,38 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             self.stopped_early_ = trainer.stopped_early
             self.fit_time_ = time.perf_counter() - start
         return self
+
+    def _random_state(self) -> np.random.RandomState:
+        try:
+            return check_random_state(self.random_state)
+        except ValueError:
+            raise ValueError(
+                f"random_state={self.random_state!r} must be None, an integer between 0 and "
+                "2**32 - 1, or a numpy RandomState"
+            ) from None
+
+    @staticmethod
+    def _check_target_range(config: CAEConfig, x: torch.Tensor) -> None:
+        if config.loss == "bce":
+            lo, hi = float(x.min()), float(x.max())
+            if lo < 0 or hi > 1:
+                raise ValueError(
+                    f"loss='bce' needs data in [0, 1] after scaling; X spans [{lo:g}, {hi:g}]: "
+                    "use scaling='minmax' or loss='mse'"
+                )
+
+    def _preflight(self, X: Any) -> None:
+        """Every check ``fit`` makes, without training or changing the estimator (so a
+        command can refuse bad input before it writes anything)."""
+        X = check_array(X, dtype=[np.float64, np.float32])
+        config = self._module_config(X.shape[1])
+        probe = clone(self)
+        probe._fit_scaling(X)
+        self._check_target_range(config, probe._to_tensor(X))
+        self._random_state()
+        _check_float("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
+        self._train_config(len(X), 0)
+        resolve_device(self.device)
 
     # -- inference ------------------------------------------------------------------------
 

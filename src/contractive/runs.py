@@ -11,6 +11,8 @@ A run folder (``contractive train DATA --out RUN_DIR``) holds:
 ``metrics.json``            test reconstruction error, mean ``||J||_F^2``, timings
 ``history.json`` / ``.csv`` the loss terms per epoch
 ``*.png``                   reconstructions and training curves
+``analysis.json``           written by ``contractive analyze``, with ``analysis_*.png``
+``baseline/``               the plain auto-encoder ``analyze`` compares against
 ==========================  ===========================================================
 
 Every file is written atomically (``io.atomic_write_bytes``).
@@ -63,7 +65,8 @@ def load_data(
     of its rows held out by a seeded permutation, or the rows ``heldout`` given)."""
     if is_dataset_name(spec):
         ds = load_dataset(spec, data_dir)
-        source = {"kind": "dataset", "name": spec, "data_dir": data_dir}
+        source = {"kind": "dataset", "name": spec,
+                  "data_dir": None if data_dir is None else str(Path(data_dir).resolve())}
         return Data(source, ds.X_train, ds.y_train, ds.X_test, ds.y_test, ds.image_shape)
     path = Path(spec)
     if not path.exists() and os.sep not in spec and "." not in spec:

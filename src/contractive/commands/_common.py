@@ -44,10 +44,11 @@ def _heldout(run_dir: str) -> np.ndarray | None:
     return np.load(path, allow_pickle=False) if path.exists() else None
 
 
-def training_data(run_dir: str, config: dict) -> Data:
-    """The run's own data, split as in training."""
+def training_data(run_dir: str, config: dict, data_dir: str | None = None) -> Data:
+    """The run's own data, split as in training (``data_dir`` overrides where the run found
+    a dataset's files; the checksums still make it the same data)."""
     src = config["data"]
-    return load_data(data_spec(src), data_dir=src.get("data_dir"),
+    return load_data(data_spec(src), data_dir=data_dir or src.get("data_dir"),
                      label_column=src.get("label_column"), heldout=_heldout(run_dir))
 
 
@@ -66,7 +67,7 @@ def eval_rows(
     No DATA: the run's held-out rows. A dataset name: its ``split``. A file: all its rows.
     """
     if spec is None:
-        data = training_data(run_dir, config)
+        data = training_data(run_dir, config, data_dir)
         if data.X_heldout is None:
             raise ValueError(
                 f"{run_dir}: the run held out no rows (--test-fraction 0); name DATA to use"

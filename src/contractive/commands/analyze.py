@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     )
     check_features(X, est, described, args.run_dir)
     if train is None:
-        train = training_data(args.run_dir, config)
+        train = training_data(args.run_dir, config, args.data_dir)
     most = min(est.n_components, X.shape[1])
     n_tangents = min(4, most) if args.n_tangents is None else args.n_tangents
     if not 1 <= n_tangents <= most:
@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
         result["plain_ae"], s_ae = _measures(plain, X, radii)
         curves["plain AE"], spectra_["plain AE"] = result["plain_ae"]["contraction_ratio"], s_ae
     k = est.n_components
-    Xc = train.X - train.X.mean(0)
-    pca_s = np.linalg.svd(Xc[:5000], compute_uv=False)[: min(k, X.shape[1])]
+    scaled = (np.asarray(train.X[:5000], dtype=np.float64) - est.scale_offset_) / est.scale_factor_
+    Xc = scaled - scaled.mean(0)  # in the units the network sees, like the encoders' spectra
+    pca_s = np.linalg.svd(Xc, compute_uv=False)[: min(k, X.shape[1])]
     spectra_[f"PCA of the data (top {len(pca_s)})"] = pca_s
     result["pca_singular_values"] = pca_s.tolist()
     write_json(run_dir / "analysis.json", result)

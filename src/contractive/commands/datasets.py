@@ -29,6 +29,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "download":
+        if args.name is None:
+            raise ValueError(f"datasets download needs a NAME: {', '.join(IDX_DATASETS)}")
         if args.name not in IDX_DATASETS:
             valid = ", ".join(IDX_DATASETS)
             raise ValueError(f"dataset {args.name!r} cannot be downloaded; valid: {valid}")

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     )
     check_features(X, est, described, args.run_dir)
     if train is None:
-        train = training_data(args.run_dir, config)
+        train = training_data(args.run_dir, config, args.data_dir)
     k = est.n_components
     codes = est.transform(X)
     rows = {"CAE": {

@@ -157,6 +157,16 @@ def _read_toml(path: str) -> dict[str, Any]:
             )
         if name == "hidden_layer_sizes" and isinstance(value, list):
             value = tuple(value)
+        elif name == "hidden_layer_sizes" and isinstance(value, str):
+            try:
+                value = parse_sizes(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"--config {path}: hidden_layer_sizes: {exc}") from None
+        if name in ("data", "out", "data_dir", "label_column") and not isinstance(value, str):
+            raise ValueError(f"--config {path}: {key} = {value!r} must be a string")
+        if name == "test_fraction" and (isinstance(value, bool)
+                                        or not isinstance(value, (int, float))):
+            raise ValueError(f"--config {path}: {key} = {value!r} must be a number")
         out[name] = value
     return out
 
@@ -169,10 +179,12 @@ def _normalise(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_params(params: dict[str, Any]) -> None:
-    """Validate the estimator parameters without data (the same checks ``fit`` runs)."""
+    """Validate the estimator parameters before any data is read (``_preflight`` checks
+    them again with the data, before anything is written)."""
     est = ContractiveAutoencoder(**params)
     est._module_config(1)
     est._train_config(1, 0)
+    est._random_state()
     resolve_device(params["device"])
 
 
@@ -219,17 +231,31 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
             raise ValueError(
                 f"DATA {settings['data']!r} differs from the run's {data.get('spec')!r}"
             )
-        settings.update({"data": data_spec(data), "data_dir": data.get("data_dir"),
+        for key in ("label_column", "test_fraction"):
+            if settings[key] is not None and settings[key] != data.get(key):
+                raise ValueError(
+                    f"--{key.replace('_', '-')} {settings[key]!r} differs from the run's "
+                    f"{data.get(key)!r} in {out}; a resumed run keeps its data settings"
+                )
+        settings.update({"data": data_spec(data),
+                         "data_dir": settings["data_dir"] or data.get("data_dir"),
                          "label_column": data.get("label_column"),
                          "test_fraction": data.get("test_fraction")})
     else:
         if not settings["data"]:
             raise ValueError("DATA is missing: name a dataset or a file (or set data in --config)")
-        busy = out.is_dir() and any(out.iterdir())
+        if args.overwrite and args.resume:
+            raise ValueError("--overwrite and --resume contradict each other; pass one")
+        busy = out.is_dir() and any(p for p in out.iterdir() if not p.name.endswith(".tmp"))
         if busy and not (args.overwrite or args.resume):
             raise ValueError(
                 f"--out {out}: folder exists and is not empty; pass --overwrite to replace it "
                 "or --resume to continue it"
+            )
+        if busy and args.overwrite and not (out / CONFIG_NAME).exists():
+            raise ValueError(
+                f"--out {out}: not a run folder (no {CONFIG_NAME}); --overwrite only replaces "
+                "run folders, so empty or remove it yourself"
             )
         params = ContractiveAutoencoder().get_params()
         params.update(_normalise(given))
@@ -346,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
     resume_state = None
     if args.resume and (out / CHECKPOINT_NAME).exists():
         resume_state, _ = load_checkpoint(out / CHECKPOINT_NAME)
+    ContractiveAutoencoder(**params)._preflight(data.X)  # before anything is written
 
     _prepare_folder(out, args.overwrite, args.resume)
     source = {**data.source, "spec": settings["data"]}
