@@ -87,12 +87,11 @@ def one_layer_step(module, x: Tensor) -> dict[str, Tensor]:
             rec = torch.dot(err.view(-1), err.view(-1)) * scale
             g = err
             scale *= 2.0
-        w = torch.einsum("kd,kd->k", W, W)  # (k,) squared row norms
+        w = torch.linalg.vector_norm(W, dim=1).square_()  # (k,) squared row norms
         d1_sq = d1 * d1
         pen = (d1_sq @ w).mean()
-        zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        grad_V = torch.addmm(zero, g.T, h, beta=0, alpha=scale)  # (d, k)
-        dz = torch.addmm(zero, g, V, beta=0, alpha=scale).mul_(d1)  # (B, k)
+        grad_V = torch.mm(g.T, h).mul_(scale)  # (d, k)
+        dz = torch.mm(g, V).mul_(d1).mul_(scale)  # (B, k)
         if lam:
             second = SECOND_DERIVATIVES[cfg.activation](z, h, d1)
             dz.add_(d1 * second * w, alpha=2 * lam / batch)

@@ -202,7 +202,8 @@ class Trainer:
 
     def _train_epoch(self, x: Tensor) -> dict[str, Tensor]:
         self.module.train()
-        sums: dict[str, Tensor] = {}
+        names: list[str] = []
+        acc: Tensor | None = None  # running sums of the terms, on the device
         c = self.config
         batches = epoch_batches(x.shape[0], c.batch_size, self.shuffle_gen, device=x.device)
         for idx in batches:
@@ -215,10 +216,11 @@ class Trainer:
                 terms = self.module(batch, generator=self.noise_gen)
                 terms["loss"].backward()
             self.optimizer.step()
-            for name, value in terms.items():
-                contrib = value.detach() * batch.shape[0]
-                sums[name] = sums[name] + contrib if name in sums else contrib
-        return sums
+            if acc is None:
+                names = list(terms)
+                acc = torch.zeros(len(names), device=self.device)
+            acc.add_(torch.stack([terms[n].detach() for n in names]), alpha=batch.shape[0])
+        return dict(zip(names, acc.unbind())) if acc is not None else {}
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, chunk: int | None = None) -> dict[str, float]:
