@@ -120,7 +120,8 @@ def _intact(name: str, folder: Path, stem: str) -> bool:
 
 
 def cached_status(name: str) -> tuple[Path, str]:
-    """The cache folder of ``name`` and its state: ``complete``, ``partial`` or ``empty``."""
+    """The cache folder of ``name`` and its state: ``complete`` (all four files present;
+    their checksums are checked when they are read), ``partial`` or ``empty``."""
     folder = cache_dir(name)
     present = [s for s in IDX_DATASETS[name].files
                if (folder / s).is_file() or (folder / f"{s}.gz").is_file()]

@@ -82,6 +82,21 @@ def eval_rows(
     return data.X, data.y, spec, None
 
 
+def model_and_rows(args, *, with_training_data: bool = True):
+    """For a command on RUN_DIR [DATA]: ``(model, X, y, description, training data)``, the
+    rows checked against the model's feature count; the run's training data (for PCA and
+    distances) is loaded when asked for, else None."""
+    est, config = run_model(args.run_dir, args.device)
+    X, y, described, train = eval_rows(
+        args.run_dir, config, args.data, data_dir=args.data_dir,
+        label_column=args.label_column, split=args.split,
+    )
+    check_features(X, est, described, args.run_dir)
+    if train is None and with_training_data:
+        train = training_data(args.run_dir, config, args.data_dir)
+    return est, X, y, described, train
+
+
 def check_features(X: np.ndarray, est: ContractiveAutoencoder, spec: str, run_dir: str) -> None:
     if X.shape[1] != est.n_features_in_:
         raise ValueError(

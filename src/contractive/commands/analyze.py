@@ -22,7 +22,7 @@ from .. import analysis as A
 from ..estimator import ContractiveAutoencoder
 from ..plotting import codes_scatter, contraction_curves, spectra, tangent_images, training_curves
 from ..runs import image_shape_for, write_json
-from ._common import add_run_and_data, check_features, eval_rows, run_model, training_data
+from ._common import add_run_and_data, model_and_rows
 
 EXAMPLE = """examples:
   contractive analyze runs/digits
@@ -89,14 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_points < 2:
         raise ValueError(f"--n-points {args.n_points} must be at least 2")
     run_dir = Path(args.run_dir)
-    est, config = run_model(args.run_dir, args.device)
-    X, y, described, train = eval_rows(
-        args.run_dir, config, args.data, data_dir=args.data_dir,
-        label_column=args.label_column, split=args.split,
-    )
-    check_features(X, est, described, args.run_dir)
-    if train is None:
-        train = training_data(args.run_dir, config, args.data_dir)
+    est, X, y, described, train = model_and_rows(args)
     most = min(est.n_components, X.shape[1])
     n_tangents = min(4, most) if args.n_tangents is None else args.n_tangents
     if not 1 <= n_tangents <= most:

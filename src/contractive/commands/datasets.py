@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         where = next((f for f in search_path(name) if f != folder and all(
             (f / s).is_file() or (f / f"{s}.gz").is_file() for s in IDX_DATASETS[name].files)),
             None)
-        line = f"{name:14} {IDX_DATASETS[name].title}\n{'':14} cache {folder}: {state}"
+        shown = "complete (checked when read)" if state == "complete" else state
+        line = f"{name:14} {IDX_DATASETS[name].title}\n{'':14} cache {folder}: {shown}"
         if where is not None:
             line += f"; also found in {where}"
         print(line)

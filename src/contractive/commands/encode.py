@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..files import write_array
-from ._common import add_data_options, check_features, eval_rows, run_model
+from ._common import add_data_options, model_and_rows
 
 EXAMPLES = {
     "encode": """examples:
@@ -39,12 +39,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.output.lower().endswith((".npy", ".csv", ".tsv")):
         raise ValueError(f"-o {args.output}: unknown output format; use .npy, .csv or .tsv")
-    est, config = run_model(args.run_dir, args.device)
-    X, _, described, _ = eval_rows(
-        args.run_dir, config, args.data, data_dir=args.data_dir,
-        label_column=args.label_column, split=args.split,
-    )
-    check_features(X, est, described, args.run_dir)
+    est, X, _, described, _ = model_and_rows(args, with_training_data=False)
     if args.what == "encode":
         out, header = est.transform(X), list(est.get_feature_names_out())
     else:

@@ -20,7 +20,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ._common import add_run_and_data, check_features, eval_rows, run_model, training_data
+from ._common import add_run_and_data, model_and_rows
 
 EXAMPLE = """examples:
   contractive evaluate runs/digits                 (the run's held-out rows)
@@ -59,14 +59,7 @@ def _probes(codes: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float]
 
 
 def run(args: argparse.Namespace) -> int:
-    est, config = run_model(args.run_dir, args.device)
-    X, y, described, train = eval_rows(
-        args.run_dir, config, args.data, data_dir=args.data_dir,
-        label_column=args.label_column, split=args.split,
-    )
-    check_features(X, est, described, args.run_dir)
-    if train is None:
-        train = training_data(args.run_dir, config, args.data_dir)
+    est, X, y, described, train = model_and_rows(args)
     k = est.n_components
     codes = est.transform(X)
     rows = {"CAE": {
