@@ -1059,3 +1059,23 @@ def test_run_on_a_relative_data_path_works_from_another_folder(work, capsys, mon
     code, _, err = run_cli(["train", "--out", run, "--resume", "--max-epochs", "3"], capsys)
     assert code == 0, err
     assert len(json.loads((work / "run" / "history.json").read_text())) == 3
+
+
+def test_reconstruct_csv_keeps_the_data_files_column_names(csv_run, work, capsys):
+    out, data = csv_run
+    target = work / "rec.csv"
+    code, _, err = run_cli(["reconstruct", str(out), str(data), "--label-column", "label",
+                            "-o", str(target)], capsys)
+    assert code == 0, err
+    header = target.read_text().splitlines()[0].split(",")
+    with open(data) as f:
+        columns = f.readline().strip().split(",")
+    assert header == [c for c in columns if c != "label"]
+
+
+def test_forgotten_label_column_gets_a_hint(csv_run, work, capsys):
+    out, data = csv_run
+    code, _, err = run_cli(["evaluate", str(out), str(data)], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "--label-column label" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,43 +59,63 @@ def data_spec(source: dict) -> str:
     return source["path"] if source.get("kind") == "file" else source["spec"]
 
 
+@dataclass
+class Rows:
+    """The rows a command works on: ``X``, labels ``y``, a description, the file's column
+    names (when it has a header) and the run's training data when it was loaded."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    described: str
+    feature_names: list[str] | None = None
+    train: Data | None = None
+
+
 def eval_rows(
     run_dir: str, config: dict, spec: str | None, *, data_dir: str | None,
     label_column: str | None, split: str = "test",
-) -> tuple[np.ndarray, np.ndarray | None, str, Data | None]:
-    """(X, y, description, the run's training data when it was loaded) for a command's DATA.
-
-    No DATA: the run's held-out rows. A dataset name: its ``split``. A file: all its rows.
-    """
+) -> Rows:
+    """The rows of a command's DATA. No DATA: the run's held-out rows. A dataset name: its
+    ``split``. A file: all its rows."""
     if spec is None:
         data = training_data(run_dir, config, data_dir)
         if data.X_heldout is None:
             raise ValueError(
                 f"{run_dir}: the run held out no rows (--test-fraction 0); name DATA to use"
             )
-        return data.X_heldout, data.y_heldout, f"{config['data']['spec']} (held out)", data
+        return Rows(data.X_heldout, data.y_heldout, f"{config['data']['spec']} (held out)",
+                    data.feature_names, data)
     if is_dataset_name(spec):
         data = load_data(spec, data_dir=data_dir)
         if split == "train":
-            return data.X, data.y, f"{spec} (train)", None
-        return data.X_heldout, data.y_heldout, f"{spec} (test)", None
+            return Rows(data.X, data.y, f"{spec} (train)")
+        return Rows(data.X_heldout, data.y_heldout, f"{spec} (test)")
     data = load_data(spec, label_column=label_column)
-    return data.X, data.y, spec, None
+    return Rows(data.X, data.y, spec, data.feature_names)
 
 
-def model_and_rows(args, *, with_training_data: bool = True):
-    """For a command on RUN_DIR [DATA]: ``(model, X, y, description, training data)``, the
-    rows checked against the model's feature count; the run's training data (for PCA and
-    distances) is loaded when asked for, else None."""
+def model_and_rows(args, *, with_training_data: bool = True
+                   ) -> tuple[ContractiveAutoencoder, Rows]:
+    """For a command on RUN_DIR [DATA]: the model and the rows, checked against the model's
+    feature count; ``rows.train`` (the run's training data, for PCA and distances) is loaded
+    when asked for."""
     est, config = run_model(args.run_dir, args.device)
-    X, y, described, train = eval_rows(
+    rows = eval_rows(
         args.run_dir, config, args.data, data_dir=args.data_dir,
         label_column=args.label_column, split=args.split,
     )
-    check_features(X, est, described, args.run_dir)
-    if train is None and with_training_data:
-        train = training_data(args.run_dir, config, args.data_dir)
-    return est, X, y, described, train
+    trained_with = config["data"].get("label_column")
+    if (args.data is not None and trained_with is not None and args.label_column is None
+            and rows.X.shape[1] == est.n_features_in_ + 1):
+        raise ValueError(
+            f"{rows.described}: has {rows.X.shape[1]} features, but the model in "
+            f"{args.run_dir} expects {est.n_features_in_}; the run was trained with "
+            f"--label-column {trained_with}: pass it here too"
+        )
+    check_features(rows.X, est, rows.described, args.run_dir)
+    if rows.train is None and with_training_data:
+        rows.train = training_data(args.run_dir, config, args.data_dir)
+    return est, rows
 
 
 def check_features(X: np.ndarray, est: ContractiveAutoencoder, spec: str, run_dir: str) -> None:

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n_points < 2:
         raise ValueError(f"--n-points {args.n_points} must be at least 2")
     run_dir = Path(args.run_dir)
-    est, X, y, described, train = model_and_rows(args)
+    est, rows = model_and_rows(args)
+    X, y, described, train = rows.X, rows.y, rows.described, rows.train
     most = min(est.n_components, X.shape[1])
     n_tangents = min(4, most) if args.n_tangents is None else args.n_tangents
     if not 1 <= n_tangents <= most:

@@ -39,13 +39,13 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.output.lower().endswith((".npy", ".csv", ".tsv")):
         raise ValueError(f"-o {args.output}: unknown output format; use .npy, .csv or .tsv")
-    est, X, _, described, _ = model_and_rows(args, with_training_data=False)
+    est, rows = model_and_rows(args, with_training_data=False)
+    X, described = rows.X, rows.described
     if args.what == "encode":
         out, header = est.transform(X), list(est.get_feature_names_out())
     else:
-        names = getattr(est, "feature_names_in_", None)
         out = est.reconstruct(X)
-        header = list(names) if names is not None else [f"x{i}" for i in range(X.shape[1])]
+        header = rows.feature_names or [f"x{i}" for i in range(X.shape[1])]
     write_array(args.output, out, header=header)
     print(f"wrote {args.output}: {out.shape[0]} rows x {out.shape[1]} columns ({described})")
     return 0

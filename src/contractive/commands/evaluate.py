@@ -59,7 +59,8 @@ def _probes(codes: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float]
 
 
 def run(args: argparse.Namespace) -> int:
-    est, X, y, described, train = model_and_rows(args)
+    est, rows = model_and_rows(args)
+    X, y, described, train = rows.X, rows.y, rows.described, rows.train
     k = est.n_components
     codes = est.transform(X)
     rows = {"CAE": {
