@@ -7,12 +7,15 @@ scikit-learn face.
     >>> cae.penalty(X)            # per-sample ||J_f(x)||_F^2    # doctest: +SKIP
 
 The penalty functions live in ``contractive.penalty``; the PyTorch module in
-``contractive.models``; the training loop in ``contractive.training``.
+``contractive.models``; the training loop in ``contractive.training``;
+fine-tuning in ``contractive.classifier``; stacking in ``contractive.stacking``.
 """
 
 from ._version import __version__
+from .classifier import FineTunedClassifier
 from .estimator import ContractiveAutoencoder
 from .penalty import contractive_penalty, higher_order_penalty
+from .stacking import StackedContractiveAutoencoder
 from .training import NonFiniteLossError
 
 
@@ -23,7 +26,9 @@ def load(path, device: str = "auto") -> ContractiveAutoencoder:
 
 __all__ = [
     "ContractiveAutoencoder",
+    "FineTunedClassifier",
     "NonFiniteLossError",
+    "StackedContractiveAutoencoder",
     "__version__",
     "contractive_penalty",
     "higher_order_penalty",

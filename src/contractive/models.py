@@ -190,6 +190,12 @@ class ContractiveAutoencoderModule(nn.Module):
                 else:
                     p.zero_()
 
+    @property
+    def graph_safe(self) -> bool:
+        """Whether a training step can be captured as a CUDA graph (``training.py``): the
+        hand-derived one-layer step draws no random numbers and never syncs with the host."""
+        return fastpath.applies(self.config)
+
     # -- inference ----------------------------------------------------------------------
 
     def encode(self, x: Tensor) -> Tensor:

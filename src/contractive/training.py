@@ -9,10 +9,17 @@ Design notes
   is the same on every device) cut into batches. Its ``rank`` / ``world_size`` arguments
   shard the permutation for data-parallel training: every rank draws the same permutation
   and takes its own interleaved slice.
+* The data are one tensor or a tuple of tensors with the same rows (inputs, then targets);
+  a batch indexes all of them and the module is called as ``module(*batch, generator=)``.
 * Loss terms are summed on the device and read back once per epoch (no host sync per step).
 * ``Trainer.state_dict()`` holds everything needed to resume (module, optimizer, random
   generators, epoch, history, early-stopping state), and ``callbacks`` run after each epoch,
   which is where checkpoints (on rank 0) hook in.
+* On CUDA, modules that declare ``graph_safe`` (no random draws, no host syncs in a step)
+  train through ``GraphedSteps``: ``GRAPH_STEPS`` whole steps (batch gather, forward,
+  backward, optimizer) captured as one CUDA graph and replayed, the batch indices copied into
+  a static buffer in between; the last few batches of an epoch run eagerly. Set
+  ``CONTRACTIVE_CUDA_GRAPHS=0`` to train eagerly throughout.
 * A non-finite loss ends training with ``NonFiniteLossError``; the module is restored to
   its weights after the last good epoch first.
 """
@@ -34,6 +41,7 @@ Tensor = torch.Tensor
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "plateau")
 _SHOWN = ("loss", "reconstruction", "penalty", "val_loss")  # on the progress bar
 
 
@@ -50,18 +58,34 @@ class TrainConfig:
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 0.0
     early_stopping: bool = False
     n_iter_no_change: int = 10
     tol: float = 1e-4
+    monitor: str = "loss"
+    lr_schedule: str = "constant"
+    lr_factor: float = 0.5
+    lr_patience: int = 3
+    min_learning_rate: float = 1e-5
     seed: int = 0
     verbose: bool = False
 
     def __post_init__(self) -> None:
+        """``monitor`` names the validation term (``val_<monitor>``) that early stopping and
+        the ``plateau`` schedule watch; ``plateau`` multiplies the learning rate by
+        ``lr_factor`` after ``lr_patience`` epochs without improvement (down to
+        ``min_learning_rate``)."""
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer={self.optimizer!r} is not known; valid: {', '.join(OPTIMIZERS)}"
             )
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} is not known; valid: {', '.join(SCHEDULES)}"
+            )
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -105,6 +129,17 @@ def place_data(x: Tensor, device: torch.device, *, max_fraction: float = 0.5) ->
     return x.to(device)
 
 
+def as_tuple(data: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """One tensor or several with the same number of rows, as a tuple."""
+    parts = (data,) if isinstance(data, Tensor) else tuple(data)
+    if not parts or any(p.shape[0] != parts[0].shape[0] for p in parts):
+        raise ValueError(
+            f"training data must be tensors with the same number of rows; got shapes "
+            f"{[tuple(p.shape) for p in parts]}"
+        )
+    return parts
+
+
 def epoch_batches(
     n: int, batch_size: int, generator: torch.Generator, *, device: torch.device | None = None,
     rank: int = 0, world_size: int = 1,
@@ -143,17 +178,25 @@ class Trainer:
         self.best_state: dict | None = None
         self.epochs_no_improve = 0
         self.stopped_early = False
+        self._graphs: GraphedSteps | None = None
+        self.scheduler = None
+        if config.lr_schedule == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=config.lr_factor, patience=config.lr_patience,
+                min_lr=config.min_learning_rate,
+            )
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         params = self.module.parameters()
         if c.optimizer == "sgd":
             return torch.optim.SGD(
-                params, lr=c.learning_rate, momentum=c.momentum, weight_decay=c.weight_decay
+                params, lr=c.learning_rate, momentum=c.momentum, nesterov=c.nesterov,
+                weight_decay=c.weight_decay, foreach=True,
             )
         fused = self.device.type in ("cpu", "cuda")  # one kernel for the whole update
         return torch.optim.Adam(params, lr=c.learning_rate, weight_decay=c.weight_decay,
-                                fused=fused)
+                                fused=fused, capturable=self.device.type == "cuda")
 
     # -- resumable state ----------------------------------------------------------------
 
@@ -170,11 +213,12 @@ class Trainer:
             "best_state": self.best_state,
             "epochs_no_improve": self.epochs_no_improve,
             "stopped_early": self.stopped_early,
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer(state["optimizer"])
         self.shuffle_gen.set_state(state["shuffle_gen"])
         self.epoch = state["epoch"]
         try:
@@ -191,6 +235,12 @@ class Trainer:
         self.best_state = state["best_state"]
         self.epochs_no_improve = state["epochs_no_improve"]
         self.stopped_early = state.get("stopped_early", False)
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def _load_optimizer(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+        self._graphs = None  # captured graphs point at the optimizer's old state tensors
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -200,54 +250,77 @@ class Trainer:
     def _weights_finite(self) -> bool:
         return bool(torch.stack([p.isfinite().all() for p in self.module.parameters()]).all())
 
-    def _train_epoch(self, x: Tensor) -> dict[str, Tensor]:
+    def _step(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        """One optimisation step on ``batch`` (tensors on the device); the terms, detached."""
+        self.optimizer.zero_grad(set_to_none=True)
+        step = getattr(self.module, "forward_backward", None)
+        if step is not None:
+            terms = step(*batch, generator=self.noise_gen)
+        else:
+            terms = self.module(*batch, generator=self.noise_gen)
+            terms["loss"].backward()
+        self.optimizer.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def _train_epoch(self, data: tuple[Tensor, ...]) -> dict[str, Tensor]:
         self.module.train()
-        names: list[str] = []
-        acc: Tensor | None = None  # running sums of the terms, on the device
         c = self.config
-        batches = epoch_batches(x.shape[0], c.batch_size, self.shuffle_gen, device=x.device)
-        for idx in batches:
-            batch = x[idx].to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            step = getattr(self.module, "forward_backward", None)
-            if step is not None:
-                terms = step(batch, generator=self.noise_gen)
-            else:
-                terms = self.module(batch, generator=self.noise_gen)
-                terms["loss"].backward()
-            self.optimizer.step()
-            if acc is None:
-                names = list(terms)
-                acc = torch.zeros(len(names), device=self.device)
-            acc.add_(torch.stack([terms[n].detach() for n in names]), alpha=batch.shape[0])
-        return dict(zip(names, acc.unbind())) if acc is not None else {}
+        n = data[0].shape[0]
+        batches = epoch_batches(n, c.batch_size, self.shuffle_gen, device=data[0].device)
+        graphs = self._graphs if self._graphs is not None and self._graphs.matches(self, data) \
+            else None
+        done = 0
+        if graphs is None:  # the first step, eager, names the terms
+            terms = self._step([t[batches[0]].to(self.device, non_blocking=True) for t in data])
+            names = list(terms)
+            acc = torch.zeros(len(names), device=self.device)
+            acc.add_(torch.stack([terms[k] for k in names]), alpha=batches[0].shape[0])
+            done = 1
+            if _graphable(self, data):
+                graphs, done = GraphedSteps.capture(self, data, batches, done, names, acc)
+        else:
+            names, acc = graphs.names, graphs.acc.zero_()
+        if graphs is not None:
+            done = graphs.replay(batches, done)
+        for idx in batches[done:]:
+            terms = self._step([t[idx].to(self.device, non_blocking=True) for t in data])
+            acc.add_(torch.stack([terms[k] for k in names]), alpha=idx.shape[0])
+        return dict(zip(names, acc.unbind()))
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, chunk: int | None = None) -> dict[str, float]:
-        """Mean loss terms over ``x`` (estimates drawn from a fixed seed, so comparable), in
-        chunks of ``chunk`` rows (default: 4 batches, so memory stays as in training)."""
+    def evaluate(self, data: Tensor | Sequence[Tensor], chunk: int | None = None
+                 ) -> dict[str, float]:
+        """Mean loss terms over ``data`` (estimates drawn from a fixed seed, so comparable),
+        in chunks of ``chunk`` rows (default: 4 batches, so memory stays as in training)."""
+        data = as_tuple(data)
         chunk = chunk or 4 * self.config.batch_size
         self.module.eval()
         gen = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
         sums: dict[str, Tensor] = {}
-        for start in range(0, x.shape[0], chunk):
-            batch = x[start : start + chunk].to(self.device, non_blocking=True)
-            for name, value in self.module(batch, generator=gen).items():
-                contrib = value * batch.shape[0]
+        n = data[0].shape[0]
+        for start in range(0, n, chunk):
+            batch = [t[start : start + chunk].to(self.device, non_blocking=True) for t in data]
+            for name, value in self.module(*batch, generator=gen).items():
+                contrib = value * batch[0].shape[0]
                 sums[name] = sums[name] + contrib if name in sums else contrib
-        return {k: float(v) / x.shape[0] for k, v in sums.items()}
+        return {k: float(v) / n for k, v in sums.items()}
 
-    def fit(self, x_train: Tensor, x_val: Tensor | None = None) -> list[dict[str, float]]:
+    def fit(self, x_train: Tensor | Sequence[Tensor],
+            x_val: Tensor | Sequence[Tensor] | None = None) -> list[dict[str, float]]:
         """Train until ``max_epochs`` (or early stopping); returns the history.
 
-        x_train, x_val: ``(n, d)`` float tensors (placed on the device by ``place_data``).
-        Continues from ``self.epoch``, so a trainer restored by ``load_state_dict`` resumes.
+        x_train, x_val: ``(n, d)`` float tensors, or tuples of tensors with ``n`` rows
+        (inputs and targets), placed on the device by ``place_data``. Continues from
+        ``self.epoch``, so a trainer restored by ``load_state_dict`` resumes.
         """
         c = self.config
-        if c.early_stopping and x_val is None:
-            raise ValueError("early_stopping needs a validation set")
-        x_train = place_data(x_train, self.device)
-        x_val = None if x_val is None else place_data(x_val, self.device)
+        if (c.early_stopping or self.scheduler is not None) and x_val is None:
+            raise ValueError(f"early_stopping and lr_schedule={c.lr_schedule!r} need a "
+                             "validation set")
+        x_train = tuple(place_data(t, self.device) for t in as_tuple(x_train))
+        if x_val is not None:
+            x_val = tuple(place_data(t, self.device) for t in as_tuple(x_val))
+        n_train = x_train[0].shape[0]
         epochs = range(self.epoch, self.epoch if self.stopped_early else c.max_epochs)
         bar = None
         if c.verbose:
@@ -262,7 +335,7 @@ class Trainer:
             t0 = time.perf_counter()
             sums = self._train_epoch(x_train)
             record = {"epoch": self.epoch + 1}
-            record.update({k: float(v) / x_train.shape[0] for k, v in sums.items()})
+            record.update({k: float(v) / n_train for k, v in sums.items()})
             if x_val is not None:
                 record.update({f"val_{k}": v for k, v in self.evaluate(x_val).items()})
             bad = [f"{k} became {v}" for k, v in record.items() if not math.isfinite(v)]
@@ -270,13 +343,14 @@ class Trainer:
                 bad = ["weights became non-finite"]
             if bad:
                 self.module.load_state_dict(last_good[0])
-                self.optimizer.load_state_dict(last_good[1])
+                self._load_optimizer(last_good[1])
                 raise NonFiniteLossError(
                     f"training diverged in epoch {self.epoch + 1}: the {bad[0]}; try a lower "
                     f"learning_rate (now {c.learning_rate:g}) or contractive_weight; the model "
                     f"keeps the weights of the last good epoch ({self.epoch})"
                 )
             record["time_s"] = time.perf_counter() - t0
+            record["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
             self.history.append(record)
             self.epoch += 1
             last_good = (self._snapshot(), copy.deepcopy(self.optimizer.state_dict()))
@@ -285,6 +359,8 @@ class Trainer:
                     {k: f"{record[k]:.4g}" for k in _SHOWN if k in record}
                 )
             logger.debug("epoch %d: %s", self.epoch, record)
+            if self.scheduler is not None:
+                self.scheduler.step(record[self._monitored(record)])
             stop = self._early_stopping_step(record) if c.early_stopping else False
             for callback in self.callbacks:
                 callback(self)
@@ -297,9 +373,18 @@ class Trainer:
             bar.close()
         return self.history
 
+    def _monitored(self, record: dict[str, float]) -> str:
+        key = f"val_{self.config.monitor}"
+        if key not in record:
+            raise ValueError(
+                f"monitor={self.config.monitor!r}: the module returns no such term; it has "
+                f"{', '.join(k[4:] for k in record if k.startswith('val_'))}"
+            )
+        return key
+
     def _early_stopping_step(self, record: dict[str, float]) -> bool:
         """Track the best validation loss; True when it has not improved by ``tol`` lately."""
-        loss = record["val_loss"]
+        loss = record[self._monitored(record)]
         if loss < self.best_loss - self.config.tol:
             self.best_loss = loss
             self.best_state = self._snapshot()
@@ -308,3 +393,86 @@ class Trainer:
             self.epochs_no_improve += 1
         return self.epochs_no_improve >= self.config.n_iter_no_change
 
+
+
+# -- CUDA graphs ---------------------------------------------------------------------------
+
+GRAPH_STEPS = 8
+_WARMUP_STEPS = 3
+
+
+def _graphable(trainer: Trainer, data: tuple[Tensor, ...]) -> bool:
+    import os
+
+    return (trainer.device.type == "cuda" and bool(getattr(trainer.module, "graph_safe", False))
+            and all(t.device == trainer.device for t in data)
+            and os.environ.get("CONTRACTIVE_CUDA_GRAPHS", "1") != "0")
+
+
+class GraphedSteps:
+    """``GRAPH_STEPS`` training steps captured as one CUDA graph.
+
+    The graph gathers its batches from the resident data through ``index`` (``(K, B)``
+    int64, static), runs each step (forward, backward, optimizer) and adds the terms, times
+    ``B``, into ``acc``. It is tied to the data tensors, the batch size and the learning
+    rates it was captured with (``matches``), and dropped when the optimizer's state is
+    replaced. Capture failing is not fatal: training goes on eagerly, with a warning.
+    """
+
+    def __init__(self, graph, index: Tensor, acc: Tensor, names: list[str], key: tuple) -> None:
+        self.graph, self.index, self.acc, self.names, self.key = graph, index, acc, names, key
+
+    @staticmethod
+    def _key(trainer: Trainer, data: tuple[Tensor, ...]) -> tuple:
+        return (tuple(t.data_ptr() for t in data), data[0].shape[0], trainer.config.batch_size,
+                tuple(float(g["lr"]) for g in trainer.optimizer.param_groups))
+
+    def matches(self, trainer: Trainer, data: tuple[Tensor, ...]) -> bool:
+        return self.key == self._key(trainer, data)
+
+    @classmethod
+    def capture(cls, trainer: Trainer, data: tuple[Tensor, ...], batches: Sequence[Tensor],
+                done: int, names: list[str], acc: Tensor) -> tuple[GraphedSteps | None, int]:
+        """Warm up eagerly on a side stream (real steps on the next batches), then capture.
+        Returns the graphs (or None) and the number of batches used so far."""
+        B, K = trainer.config.batch_size, GRAPH_STEPS
+        full = sum(1 for b in batches if b.shape[0] == B)
+        if full - done - _WARMUP_STEPS < K:
+            return None, done
+        side = torch.cuda.Stream(trainer.device)
+        side.wait_stream(torch.cuda.current_stream(trainer.device))
+        with torch.cuda.stream(side):
+            for idx in batches[done : done + _WARMUP_STEPS]:
+                terms = trainer._step([t[idx] for t in data])
+                acc.add_(torch.stack([terms[k] for k in names]), alpha=B)
+        torch.cuda.current_stream(trainer.device).wait_stream(side)
+        done += _WARMUP_STEPS
+        index = batches[done].new_empty((K, B))
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                for k in range(K):
+                    terms = trainer._step([t[index[k]] for t in data])
+                    acc.add_(torch.stack([terms[n] for n in names]), alpha=B)
+        except RuntimeError as exc:  # an op that cannot be captured: stay eager
+            warnings.warn(f"CUDA graph capture failed ({exc}); training eagerly",
+                          RuntimeWarning, stacklevel=2)
+            torch.cuda.synchronize(trainer.device)
+            trainer.module.zero_grad(set_to_none=True)
+            return None, done
+        graphs = cls(graph, index, acc, names, cls._key(trainer, data))
+        trainer._graphs = graphs
+        return graphs, done
+
+    def replay(self, batches: Sequence[Tensor], done: int) -> int:
+        """Replay over the full batches from ``done`` on, ``K`` at a time; returns how many
+        batches are done (the rest, fewer than ``K`` or not full, run eagerly)."""
+        K, B = self.index.shape
+        full = sum(1 for b in batches if b.shape[0] == B)
+        if full - done < K:
+            return done
+        flat = torch.cat(list(batches[done:full]))
+        for start in range(0, (full - done) // K * K * B, K * B):
+            self.index.copy_(flat[start : start + K * B].view(K, B), non_blocking=True)
+            self.graph.replay()
+        return done + (full - done) // K * K

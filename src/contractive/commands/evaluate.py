@@ -14,19 +14,14 @@ import json
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from ..readouts import cross_validated_accuracies
 from ._common import add_run_and_data, model_and_rows
 
 EXAMPLE = """examples:
   contractive evaluate runs/digits                 (the run's held-out rows)
   contractive evaluate runs/mnist mnist --split test --json
   contractive evaluate runs/mine new.csv --label-column label"""
-MAX_PROBE_ROWS = 5000
 
 
 def register(sub) -> None:
@@ -38,24 +33,6 @@ def register(sub) -> None:
     add_run_and_data(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(run=run)
-
-
-def _probes(codes: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float] | None:
-    """Cross-validated linear-probe and kNN accuracy, or None when the labels do not allow."""
-    if len(codes) > MAX_PROBE_ROWS:
-        keep = np.random.default_rng(seed).choice(len(codes), MAX_PROBE_ROWS, replace=False)
-        codes, y = codes[keep], y[keep]
-    _, counts = np.unique(y, return_counts=True)
-    folds = int(min(5, counts.min()))
-    if len(counts) < 2 or folds < 2:
-        return None
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
-    knn = KNeighborsClassifier(5)
-    return {
-        "linear_probe_accuracy": float(cross_val_score(linear, codes, y, cv=cv).mean()),
-        "knn_accuracy": float(cross_val_score(knn, codes, y, cv=cv).mean()),
-    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if y is not None:
         for name, c in (("CAE", codes), ("PCA", pca_codes)):
-            probes = _probes(c, y)
+            probes = cross_validated_accuracies(c, y)
             if probes:
                 rows[name].update(probes)
     result = {"run_dir": args.run_dir, "data": described, "n_samples": int(len(X)),

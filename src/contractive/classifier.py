@@ -1,0 +1,324 @@
+"""Supervised fine-tuning: an MLP classifier initialised from trained encoders.
+
+    z     = (x - offset) / scale                                  the first encoder's scaling
+    h     = s(W_L ... s(W_1 z + b_1) ... + b_L)                   copied from the encoder(s)
+    p(y|x) = softmax(V h + c)                                     a new softmax layer
+
+Every weight (encoder layers included) is trained on the labels by cross-entropy; the
+validation error picks the epoch (early stopping) and drives the learning-rate schedule.
+With ``encoder=None`` the same MLP starts from random (Glorot) weights: the paper's
+"random initialisation" baseline.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from .activations import ACTIVATIONS
+from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, resolve_device
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class EncoderLayers:
+    """An encoder as plain arrays: ``h = s(W_L ... s(W_1 (x - offset) / scale + b_1) ...)``.
+
+    weights[l]: ``(n_l, n_{l-1})``; biases[l]: ``(n_l,)``; offset, scale: ``(d,)``.
+    """
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    activation: str
+    offset: np.ndarray
+    scale: np.ndarray
+
+
+def encoder_layers(encoder: Any) -> EncoderLayers:
+    """The layers of a fitted ``ContractiveAutoencoder`` or ``StackedContractiveAutoencoder``.
+
+    In a stack, the scaling of every layer after the first is folded into its weights:
+    ``W (h - o) / s + b = (W / s) h + (b - W (o / s))``, exact.
+    """
+    parts = getattr(encoder, "encoders_", None)
+    if parts is None:
+        if not hasattr(encoder, "module_"):
+            raise TypeError(
+                f"encoder must be a fitted ContractiveAutoencoder or "
+                f"StackedContractiveAutoencoder, not {type(encoder).__name__}"
+            )
+        parts = [encoder]
+    weights: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
+    activations = {p.module_.config.activation for p in parts}
+    if len(activations) != 1:
+        raise ValueError(f"the stacked encoders use different activations: {sorted(activations)}")
+    for i, part in enumerate(parts):
+        check_is_fitted(part)
+        layers = part.module_.encoder.layers
+        for j, layer in enumerate(layers):
+            W = layer.weight.detach().cpu().double().numpy()
+            b = layer.bias.detach().cpu().double().numpy()
+            if i > 0 and j == 0:
+                W, b = W / part.scale_factor_, b - W @ (part.scale_offset_ / part.scale_factor_)
+            weights.append(W)
+            biases.append(b)
+    first = parts[0]
+    return EncoderLayers(weights, biases, activations.pop(), first.scale_offset_.copy(),
+                         first.scale_factor_.copy())
+
+
+class ClassifierModule(nn.Module):
+    """MLP with a softmax head; ``forward(x, y)`` returns ``loss`` (mean cross-entropy) and
+    ``error`` (the share of misclassified rows), both scalars."""
+
+    graph_safe = True  # no random draws, no host syncs: CUDA graphs may capture a step
+
+    def __init__(self, sizes: list[int], n_classes: int, activation: str, seed: int = 0) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head = nn.Linear(sizes[-1], n_classes)
+        self.activation = activation
+        self.register_buffer("input_offset", torch.zeros(sizes[0]))
+        self.register_buffer("input_scale", torch.ones(sizes[0]))
+        gen = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() == 2:
+                    nn.init.xavier_uniform_(p, generator=gen)
+                else:
+                    p.zero_()
+
+    def load_encoder(self, layers: EncoderLayers) -> None:
+        """Copy an encoder's weights, biases and input scaling into the hidden layers."""
+        with torch.no_grad():
+            for layer, W, b in zip(self.layers, layers.weights, layers.biases, strict=True):
+                layer.weight.copy_(torch.as_tensor(W))
+                layer.bias.copy_(torch.as_tensor(b))
+            self.input_offset.copy_(torch.as_tensor(layers.offset))
+            self.input_scale.copy_(torch.as_tensor(layers.scale))
+
+    def logits(self, x: Tensor) -> Tensor:
+        """``(B, d) -> (B, n_classes)``."""
+        act = ACTIVATIONS[self.activation].fn
+        h = (x - self.input_offset) / self.input_scale
+        for layer in self.layers:
+            h = act(layer(h))
+        return self.head(h)
+
+    def forward(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+                ) -> dict[str, Tensor]:
+        logits = self.logits(x)
+        return {
+            "loss": F.cross_entropy(logits, y),
+            "error": (logits.argmax(1) != y).float().mean(),
+        }
+
+
+def _check(name: str, value: Any, kind: type, low: float, *, open_low: bool = False) -> Any:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and isinstance(value, numbers.Integral)
+    ok = ok and np.isfinite(value) and (value > low if open_low else value >= low)
+    if not ok:
+        what = "an integer" if kind is int else "a finite number"
+        raise ValueError(f"{name}={value!r} must be {what} {'>' if open_low else '>='} {low:g}")
+    return kind(value)
+
+
+class FineTunedClassifier(ClassifierMixin, BaseEstimator):
+    """MLP classifier initialised from a trained (stacked) encoder, fine-tuned on labels.
+
+    Parameters
+    ----------
+    encoder : fitted ContractiveAutoencoder or StackedContractiveAutoencoder, or None
+        Its layers (and input scaling) initialise the hidden layers; ``None`` draws them at
+        random with ``hidden_layer_sizes`` and ``activation``. The encoder is not modified.
+    hidden_layer_sizes, activation : used only when ``encoder`` is None.
+    optimizer : {"sgd", "adam"}, default="sgd"
+        SGD with (Nesterov) ``momentum``, as is usual for fine-tuning.
+    learning_rate, momentum, nesterov, weight_decay, batch_size, max_epochs
+    lr_schedule : {"plateau", "constant"}, default="plateau"
+        ``plateau`` halves the learning rate after 3 epochs without a lower validation error.
+    n_iter_no_change : int, default=10
+        Early stopping: training ends after this many epochs without a lower validation
+        error, and the weights of the best epoch are kept.
+    validation_fraction : float, default=0.1
+        Share of ``X`` held out for validation when ``fit`` gets no ``X_val``.
+    device, random_state, verbose : as ``ContractiveAutoencoder``.
+    """
+
+    def __init__(
+        self, encoder: Any = None, *, hidden_layer_sizes: tuple[int, ...] = (1000,),
+        activation: str = "sigmoid", optimizer: str = "sgd", learning_rate: float = 0.05,
+        momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 0.0,
+        batch_size: int = 50, max_epochs: int = 100, lr_schedule: str = "plateau",
+        n_iter_no_change: int = 10, validation_fraction: float = 0.1, device: str = "auto",
+        random_state: Any = None, verbose: bool = False,
+    ) -> None:
+        self.encoder = encoder
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr_schedule = lr_schedule
+        self.n_iter_no_change = n_iter_no_change
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _layers(self, n_features: int) -> tuple[list[int], str, EncoderLayers | None]:
+        if self.encoder is None:
+            sizes = self.hidden_layer_sizes
+            if isinstance(sizes, numbers.Integral):
+                sizes = (sizes,)
+            sizes = tuple(sizes)
+            if not sizes or any(isinstance(s, bool) or not isinstance(s, numbers.Integral)
+                                or s < 1 for s in sizes):
+                raise ValueError(
+                    f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be a non-empty "
+                    "tuple of integers >= 1"
+                )
+            if self.activation not in ACTIVATIONS:
+                raise ValueError(f"activation={self.activation!r} is not valid; valid: "
+                                 f"{', '.join(sorted(ACTIVATIONS))}")
+            return [n_features, *map(int, sizes)], self.activation, None
+        layers = encoder_layers(self.encoder)
+        d = layers.weights[0].shape[1]
+        if d != n_features:
+            raise ValueError(f"X has {n_features} features but the encoder was fitted on {d}")
+        sizes = [d, *(W.shape[0] for W in layers.weights)]
+        return sizes, layers.activation, layers
+
+    def _train_config(self, n_train: int, seed: int, early: bool) -> TrainConfig:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not valid; valid: "
+                             f"{', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} is not valid; valid: "
+                             f"{', '.join(SCHEDULES)}")
+        for name in ("nesterov", "verbose"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        return TrainConfig(
+            batch_size=min(_check("batch_size", self.batch_size, int, 1), n_train),
+            max_epochs=_check("max_epochs", self.max_epochs, int, 1),
+            learning_rate=_check("learning_rate", self.learning_rate, float, 0, open_low=True),
+            optimizer=self.optimizer,
+            momentum=_check("momentum", self.momentum, float, 0),
+            nesterov=bool(self.nesterov) and self.optimizer == "sgd",
+            weight_decay=_check("weight_decay", self.weight_decay, float, 0),
+            early_stopping=early,
+            n_iter_no_change=_check("n_iter_no_change", self.n_iter_no_change, int, 1),
+            tol=0.0,
+            monitor="error",
+            lr_schedule=self.lr_schedule if early else "constant",
+            seed=seed,
+            verbose=bool(self.verbose),
+        )
+
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> FineTunedClassifier:
+        """Fine-tune on ``X`` ``(n, d)`` with labels ``y`` ``(n,)``; validate on
+        ``(X_val, y_val)`` when given, else on ``validation_fraction`` of ``X``."""
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has {len(self.classes_)} class; a classifier needs at least 2")
+        sizes, activation, layers = self._layers(X.shape[1])
+        rng = self._rng()
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        x = torch.as_tensor(X, dtype=torch.float32)
+        t = torch.as_tensor(codes, dtype=torch.int64)
+        if (X_val is None) != (y_val is None):
+            raise ValueError("give both X_val and y_val, or neither")
+        if X_val is not None:
+            X_val = validate_data(self, X_val, reset=False, dtype=[np.float32, np.float64])
+            y_val = np.asarray(y_val)
+            if len(y_val) != len(X_val):
+                raise ValueError(f"X_val has {len(X_val)} rows but y_val has {len(y_val)}")
+            unknown = np.setdiff1d(y_val, self.classes_)
+            if len(unknown):
+                raise ValueError(f"y_val has labels not in y: {unknown[:5].tolist()}")
+            train = (x, t)
+            val = (torch.as_tensor(X_val, dtype=torch.float32),
+                   torch.as_tensor(np.searchsorted(self.classes_, y_val), dtype=torch.int64))
+        else:
+            frac = self.validation_fraction
+            if not (isinstance(frac, numbers.Real) and 0 <= frac < 1):
+                raise ValueError(f"validation_fraction={frac!r} must be in [0, 1)")
+            n_val = int(round(frac * len(x)))
+            if n_val and len(x) - n_val < 1:
+                raise ValueError(f"validation_fraction={frac:g} leaves no training row")
+            perm = torch.as_tensor(rng.permutation(len(x)))
+            train = (x[perm[n_val:]], t[perm[n_val:]])
+            val = (x[perm[:n_val]], t[perm[:n_val]]) if n_val else None
+        config = self._train_config(len(train[0]), seed, early=val is not None)
+        device = resolve_device(self.device)
+        self.module_ = ClassifierModule(sizes, len(self.classes_), activation, seed=seed)
+        if layers is not None:
+            self.module_.load_encoder(layers)
+        trainer = Trainer(self.module_, config, device)
+        start = time.perf_counter()
+        try:
+            trainer.fit(train, val)
+        finally:
+            self.module_.eval()
+            self.history_ = trainer.history
+            self.n_epochs_ = trainer.epoch
+            self.fit_time_ = time.perf_counter() - start
+        if val is not None:
+            errors = [h["val_error"] for h in self.history_]
+            self.best_epoch_ = int(np.argmin(errors)) + 1
+            self.best_validation_error_ = float(min(errors))
+        return self
+
+    def _rng(self) -> np.random.RandomState:
+        try:
+            return check_random_state(self.random_state)
+        except ValueError:
+            raise ValueError(f"random_state={self.random_state!r} must be None, an integer or "
+                             "a numpy RandomState") from None
+
+    @torch.no_grad()
+    def _logits(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        dev = next(self.module_.parameters()).device
+        x = torch.as_tensor(X, dtype=torch.float32)
+        parts = [self.module_.logits(x[i : i + 8192].to(dev)).cpu()
+                 for i in range(0, max(len(x), 1), 8192)]
+        return torch.cat(parts).double().numpy()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, ``(n, n_classes)``, columns in the order of ``classes_``."""
+        logits = self._logits(X)
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels, ``(n,)``."""
+        return self.classes_[self._logits(X).argmax(1)]
+
+    def error(self, X: Any, y: Any) -> float:
+        """Share of misclassified rows: ``1 - score(X, y)``."""
+        return 1.0 - self.score(X, y)

@@ -1,0 +1,55 @@
+"""Cheap read-outs of frozen codes: a linear probe and k-nearest neighbours.
+
+    linear probe: logistic regression on standardised codes (multinomial, L2, lbfgs)
+    kNN:          majority vote of the k nearest codes (Euclidean)
+
+Both measure how much label information the codes carry without training the encoder
+further (fine-tuning, in ``classifier.py``, is the expensive read-out).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def linear_probe(max_iter: int = 300) -> Pipeline:
+    """An unfitted linear probe: ``StandardScaler`` then ``LogisticRegression``."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+
+
+def knn(n_neighbors: int = 5) -> KNeighborsClassifier:
+    """An unfitted k-nearest-neighbour classifier."""
+    return KNeighborsClassifier(n_neighbors)
+
+
+def readout_errors(train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.ndarray,
+                   y_test: np.ndarray, *, n_neighbors: int = 5) -> dict[str, float]:
+    """Test error of the linear probe and of kNN, both fitted on the training codes."""
+    return {
+        "linear_probe_error": 1.0 - linear_probe().fit(train_codes, y_train)
+        .score(test_codes, y_test),
+        "knn_error": 1.0 - knn(n_neighbors).fit(train_codes, y_train).score(test_codes, y_test),
+    }
+
+
+def cross_validated_accuracies(codes: np.ndarray, y: np.ndarray, *, max_rows: int = 5000,
+                               seed: int = 0) -> dict[str, float] | None:
+    """Stratified-CV accuracy of both read-outs on at most ``max_rows`` rows, or None when
+    the labels do not allow two folds."""
+    if len(codes) > max_rows:
+        keep = np.random.default_rng(seed).choice(len(codes), max_rows, replace=False)
+        codes, y = codes[keep], y[keep]
+    _, counts = np.unique(y, return_counts=True)
+    folds = int(min(5, counts.min()))
+    if len(counts) < 2 or folds < 2:
+        return None
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return {
+        "linear_probe_accuracy": float(cross_val_score(linear_probe(), codes, y, cv=cv).mean()),
+        "knn_accuracy": float(cross_val_score(knn(), codes, y, cv=cv).mean()),
+    }

@@ -1,0 +1,371 @@
+"""The paper's MNIST experiment (Rifai et al., ICML 2011, Table 1), end to end and resumable.
+
+Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for CI):
+
+* MNIST: the first 50,000 training images to train, the last 10,000 to validate, the
+  10,000 test images to test. Pixels in [0, 1].
+* Pre-training: one hidden layer of 1000 sigmoid units, tied weights, sigmoid decoder,
+  cross-entropy. Families: CAE (grid over the contractive weight lambda), CAE+H (lambda fixed
+  at the CAE's choice, grid over gamma), AE with weight decay (grid), plain AE.
+* Fine-tuning: the encoder initialises a 784-1000-10 MLP (softmax head) trained on the
+  labels (``classifier.FineTunedClassifier``: SGD, Nesterov momentum, the learning rate
+  halved on a validation plateau, early stopping on the validation error); "random" is the
+  same MLP from random weights.
+* Selection: in each family, the configuration with the lowest validation error after
+  fine-tuning; its test error is reported (the test set is used for nothing else).
+
+Weights are on the paper's scale, i.e. against the cross-entropy summed over the d = 784
+pixels. The library's reconstruction loss is the mean over pixels, so each is divided by
+d before training: ``contractive_weight = lambda / d`` (likewise gamma and weight decay).
+
+Resuming: each configuration's pre-trained model (``models/NAME``) and its results
+(``stages/NAME.json``) are written when done; a rerun into the same folder skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import analysis as A
+from .classifier import FineTunedClassifier
+from .data import load_dataset
+from .estimator import ContractiveAutoencoder
+from .readouts import readout_errors
+from .runs import write_json
+
+#: Rifai et al. 2011, Table 1 (MNIST): test error (%), mean squared Jacobian entry, SAT.
+PAPER = {
+    "CAE": {"test_error": 1.14, "mean_squared_jacobian_entry": 0.73e-4, "saturation": 0.86},
+    "CAE+H": {},
+    "AE+wd": {"test_error": 1.68},
+    "AE": {"test_error": 1.78, "saturation": 0.50},
+    "random init": {},
+}
+FAMILIES = tuple(PAPER)
+
+
+@dataclass
+class Protocol:
+    """Every number of the experiment (stored with the run; a resume must match it)."""
+
+    n_train: int = 50_000
+    n_valid: int = 10_000
+    n_test: int = 10_000
+    n_hidden: int = 1000
+    contractive_weights: tuple[float, ...] = (0.03, 0.1, 0.3)
+    higher_order_weights: tuple[float, ...] = (0.1, 1.0)
+    higher_order_sigma: float = 0.1
+    weight_decays: tuple[float, ...] = (0.01, 0.1)
+    pretrain_epochs: int = 50
+    pretrain_learning_rate: float = 1e-3
+    pretrain_batch_size: int = 100
+    finetune_epochs: int = 100
+    finetune_learning_rate: float = 0.05
+    finetune_batch_size: int = 50
+    finetune_patience: int = 10
+    readout_rows: int = 10_000
+    analysis_points: int = 300
+    seed: int = 0
+    quick: bool = False
+
+    @classmethod
+    def quick_protocol(cls, **overrides: Any) -> Protocol:
+        """A few minutes' pipeline check: small subsets, a small layer, few epochs."""
+        base = dict(n_train=2000, n_valid=500, n_test=1000, n_hidden=100,
+                    contractive_weights=(0.1, 0.3), higher_order_weights=(0.1,),
+                    weight_decays=(0.01,), pretrain_epochs=3, finetune_epochs=4,
+                    finetune_patience=3, readout_rows=2000, analysis_points=50, quick=True)
+        return cls(**{**base, **overrides})
+
+    def __post_init__(self) -> None:
+        for name in ("contractive_weights", "higher_order_weights", "weight_decays"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if not values or any(not np.isfinite(v) or v <= 0 for v in values):
+                raise ValueError(f"{name}={values!r} must be one or more finite numbers > 0")
+            setattr(self, name, values)
+        for name in ("n_train", "n_valid", "n_test", "n_hidden", "pretrain_epochs",
+                     "finetune_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class Split:
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    d: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.d = self.X_train.shape[1]
+
+
+def mnist_split(protocol: Protocol, data_dir: str | None = None) -> Split:
+    """Train on the first ``n_train`` training images, validate on the last ``n_valid``
+    (disjoint), test on the first ``n_test`` test images."""
+    ds = load_dataset("mnist", data_dir)
+    n = len(ds.X_train)
+    if protocol.n_train + protocol.n_valid > n or protocol.n_test > len(ds.X_test):
+        raise ValueError(f"n_train + n_valid must be <= {n} and n_test <= {len(ds.X_test)}")
+    return Split(ds.X_train[: protocol.n_train], ds.y_train[: protocol.n_train],
+                 ds.X_train[n - protocol.n_valid :], ds.y_train[n - protocol.n_valid :],
+                 ds.X_test[: protocol.n_test], ds.y_test[: protocol.n_test])
+
+
+def configurations(protocol: Protocol, cae_weight: float | None = None) -> list[dict]:
+    """The pre-training configurations, paper-scale weights. CAE+H needs the CAE's chosen
+    ``cae_weight`` and is listed only once it is known."""
+    out = [{"name": f"CAE lambda={w:g}", "family": "CAE", "contractive_weight": w}
+           for w in protocol.contractive_weights]
+    if cae_weight is not None:
+        out += [{"name": f"CAE+H lambda={cae_weight:g} gamma={g:g}", "family": "CAE+H",
+                 "contractive_weight": cae_weight, "higher_order_weight": g}
+                for g in protocol.higher_order_weights]
+    out += [{"name": f"AE+wd wd={w:g}", "family": "AE+wd", "weight_decay": w}
+            for w in protocol.weight_decays]
+    out += [{"name": "AE", "family": "AE"}, {"name": "random init", "family": "random init"}]
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in name)
+
+
+class Experiment:
+    """One reproduction run in ``out_dir`` (see the module docstring)."""
+
+    def __init__(self, out_dir: str | Path, protocol: Protocol, *, device: str = "auto",
+                 data_dir: str | None = None, log: Callable[[str], None] = print) -> None:
+        self.out = Path(out_dir)
+        self.protocol = protocol
+        self.device = device
+        self.data_dir = data_dir
+        self.log = log
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _check_folder(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out}: exists and is not a folder")
+        saved = self.out / "protocol.json"
+        if saved.exists():
+            try:
+                old = json.loads(saved.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{saved}: unreadable ({exc}); use another --out") from None
+            if old != self.protocol.to_dict():
+                changed = sorted(k for k in old.keys() | self.protocol.to_dict().keys()
+                                 if old.get(k) != self.protocol.to_dict().get(k))
+                raise ValueError(
+                    f"{self.out} holds a run with another protocol (differs in "
+                    f"{', '.join(changed)}); use another --out to start a new one"
+                )
+        (self.out / "stages").mkdir(parents=True, exist_ok=True)
+        (self.out / "models").mkdir(exist_ok=True)
+        write_json(saved, self.protocol.to_dict())
+
+    def _stage_path(self, name: str) -> Path:
+        return self.out / "stages" / f"{_slug(name)}.json"
+
+    # -- one configuration ----------------------------------------------------------------------
+
+    def _autoencoder(self, cfg: dict, d: int) -> ContractiveAutoencoder:
+        p = self.protocol
+        return ContractiveAutoencoder(
+            n_components=p.n_hidden, activation="sigmoid", output_activation="sigmoid",
+            tied_weights=True, loss="bce",
+            contractive_weight=cfg.get("contractive_weight", 0.0) / d,
+            higher_order_weight=cfg.get("higher_order_weight", 0.0) / d,
+            higher_order_sigma=p.higher_order_sigma,
+            weight_decay=cfg.get("weight_decay", 0.0) / d,
+            optimizer="adam", learning_rate=p.pretrain_learning_rate,
+            batch_size=p.pretrain_batch_size, max_epochs=p.pretrain_epochs,
+            device=self.device, random_state=p.seed,
+        )
+
+    def _pretrain(self, cfg: dict, split: Split) -> tuple[ContractiveAutoencoder, dict]:
+        folder = self.out / "models" / _slug(cfg["name"])
+        if (folder / "model.json").exists():
+            est = ContractiveAutoencoder.load(folder, device=self.device)
+            return est, {"pretrain_time_s": est.fit_time_, "pretrain_epochs": est.n_epochs_}
+        est = self._autoencoder(cfg, split.d).fit(split.X_train)
+        est.save(folder)
+        return est, {"pretrain_time_s": est.fit_time_, "pretrain_epochs": est.n_epochs_}
+
+    def _measures(self, est: ContractiveAutoencoder, split: Split) -> dict:
+        X = split.X_test[: self.protocol.analysis_points * 4]
+        k, d = est.n_components, split.d
+        return {
+            "reconstruction_bce_valid": -est.score(split.X_valid[:2000]),
+            **A.jacobian_summary(est.penalty(X), k, d),
+            "saturation": A.saturation(est.transform(X), "sigmoid"),
+        }
+
+    def _finetune(self, est: ContractiveAutoencoder | None, split: Split) -> dict:
+        p = self.protocol
+        clf = FineTunedClassifier(
+            est, hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
+            batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
+            n_iter_no_change=p.finetune_patience, device=self.device, random_state=p.seed,
+        ).fit(split.X_train, split.y_train, split.X_valid, split.y_valid)
+        return {
+            "valid_error": clf.best_validation_error_,
+            "test_error": clf.error(split.X_test, split.y_test),
+            "finetune_epochs": clf.n_epochs_, "finetune_best_epoch": clf.best_epoch_,
+            "finetune_time_s": clf.fit_time_,
+            "finetune_history": [{k: h[k] for k in ("epoch", "loss", "val_loss", "val_error",
+                                                    "learning_rate")} for h in clf.history_],
+        }
+
+    def run_configuration(self, cfg: dict, split: Split) -> dict:
+        path = self._stage_path(cfg["name"])
+        if path.exists():
+            result = json.loads(path.read_text())
+            self.log(f"  {cfg['name']:<34} done before: valid {result['valid_error']:.2%}, "
+                     f"test {result['test_error']:.2%}")
+            return result
+        t0 = time.perf_counter()
+        result = dict(cfg)
+        est = None
+        if cfg["family"] != "random init":
+            est, info = self._pretrain(cfg, split)
+            result.update(info)
+            result.update(self._measures(est, split))
+        result.update(self._finetune(est, split))
+        result["total_time_s"] = time.perf_counter() - t0
+        write_json(path, result)
+        self.log(f"  {cfg['name']:<34} valid {result['valid_error']:.2%}, test "
+                 f"{result['test_error']:.2%} ({result['total_time_s']:.0f} s)")
+        return result
+
+    # -- the whole experiment -----------------------------------------------------------------
+
+    def run(self) -> dict:
+        self._check_folder()
+        start = time.perf_counter()
+        split = mnist_split(self.protocol, self.data_dir)
+        self.log(f"MNIST: {len(split.X_train)} train, {len(split.X_valid)} valid, "
+                 f"{len(split.X_test)} test; writing to {self.out}")
+        results = [self.run_configuration(c, split) for c in configurations(self.protocol)
+                   if c["family"] == "CAE"]
+        cae_weight = min(results, key=lambda r: r["valid_error"])["contractive_weight"]
+        for cfg in configurations(self.protocol, cae_weight):
+            if cfg["family"] != "CAE":
+                results.append(self.run_configuration(cfg, split))
+        chosen = {fam: min((r for r in results if r["family"] == fam),
+                           key=lambda r: r["valid_error"]) for fam in FAMILIES}
+        readouts = self._readouts(chosen, split)
+        figures = self._figures(chosen, split)
+        summary = {
+            "protocol": self.protocol.to_dict(),
+            "machine": machine_description(self.device),
+            "wall_time_s": time.perf_counter() - start,
+            "total_compute_s": sum(r["total_time_s"] for r in results),
+            "chosen": {fam: {**{k: v for k, v in r.items() if k != "finetune_history"},
+                             **readouts.get(fam, {}), "paper": PAPER[fam]}
+                       for fam, r in chosen.items()},
+            "all": [{k: v for k, v in r.items() if k != "finetune_history"} for r in results],
+            "figures": figures,
+        }
+        write_json(self.out / "results.json", summary)
+        table = format_table(summary)
+        (self.out / "table.md").write_text(table)
+        return summary
+
+    def _readouts(self, chosen: dict, split: Split) -> dict:
+        n = self.protocol.readout_rows
+        out = {}
+        for fam, r in chosen.items():
+            if fam == "random init":
+                continue
+            est = ContractiveAutoencoder.load(self.out / "models" / _slug(r["name"]),
+                                              device=self.device)
+            out[fam] = readout_errors(est.transform(split.X_train[:n]), split.y_train[:n],
+                                      est.transform(split.X_test), split.y_test)
+        return out
+
+    def _figures(self, chosen: dict, split: Split) -> list[str]:
+        from .plotting import contraction_curves, spectra
+
+        m = self.protocol.analysis_points
+        X = np.asarray(split.X_test[:m], dtype=np.float64)
+        distances = A.pairwise_distance_summary(split.X_train, max_points=1000)
+        radii = np.linspace(0.0, 1.2 * distances["max"], 25)
+        curves, spectra_ = {}, {}
+        for fam, r in chosen.items():
+            if fam == "random init":
+                continue
+            est = ContractiveAutoencoder.load(self.out / "models" / _slug(r["name"]),
+                                              device=self.device)
+            curves[fam] = est.contraction_curve(X, radii)
+            spectra_[fam] = est.singular_values(X[: min(m, 100)])
+        names = ["contraction_curves.png", "spectra.png"]
+        contraction_curves(radii, curves, distances=distances,
+                           title="contraction ratio, MNIST test points").savefig(
+            self.out / names[0], dpi=100)
+        spectra(spectra_, normalise=False,
+                title="singular values of J_f, MNIST test points").savefig(
+            self.out / names[1], dpi=100)
+        return names
+
+
+def machine_description(device: str) -> str:
+    dev = str(device)
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(torch.device(dev))} (torch {torch.__version__})"
+    import os
+
+    return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads (torch {torch.__version__})")
+
+
+def format_table(summary: dict) -> str:
+    """The analogue of the paper's Table 1, as markdown."""
+    lines = [
+        "| model | chosen | test error | paper | valid error | mean J_ij^2 | SAT "
+        "| linear probe | 5-NN | time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fam, r in summary["chosen"].items():
+        paper = r["paper"].get("test_error")
+        params = [f"{k.split('_')[0][0] if k != 'higher_order_weight' else 'g'}="
+                  f"{r[k]:g}" for k in ("contractive_weight", "higher_order_weight",
+                                        "weight_decay") if k in r]
+        params = [p.replace("c=", "lambda=").replace("g=", "gamma=").replace("w=", "wd=")
+                  for p in params]
+        jac = r.get("mean_squared_jacobian_entry")
+        sat = r.get("saturation")
+        lp, kn = r.get("linear_probe_error"), r.get("knn_error")
+        lines.append(
+            f"| {fam} | {', '.join(params) or '-'} | **{r['test_error']:.2%}** | "
+            f"{'-' if paper is None else f'{paper:.2f}%'} | {r['valid_error']:.2%} | "
+            f"{'-' if jac is None else f'{jac:.3g}'} | {'-' if sat is None else f'{sat:.0%}'} | "
+            f"{'-' if lp is None else f'{lp:.2%}'} | {'-' if kn is None else f'{kn:.2%}'} | "
+            f"{r['total_time_s']:.0f} |"
+        )
+    p = summary["protocol"]
+    lines.append("")
+    lines.append(
+        f"{p['n_train']} train / {p['n_valid']} valid / {p['n_test']} test; "
+        f"{p['n_hidden']} sigmoid units; {summary['machine']}; wall time "
+        f"{summary['wall_time_s'] / 60:.1f} min" + (" (quick mode: not the paper's protocol)"
+                                                     if p["quick"] else "")
+    )
+    return "\n".join(lines) + "\n"
