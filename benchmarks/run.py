@@ -74,19 +74,33 @@ def bench_seed(device: str, data_dir: str | None, epochs: int, repeats: int) -> 
                     "test_mean_jacobian_frobenius_sq": float(np.mean(est.penalty(X_test))),
                 }
             out[name]["epoch_s"] += times[1:] or times
-    for name in ("penalty", "no penalty"):
-        out[name]["samples_per_s"] = len(X) / statistics.median(out[name]["epoch_s"])
+    if device.startswith("cuda"):  # the same, eager: what the CUDA graphs buy
+        os.environ["CONTRACTIVE_CUDA_GRAPHS"] = "0"
+        est = ContractiveAutoencoder(
+            n_components=64, contractive_weight=1e-3, learning_rate=1e-3, batch_size=100,
+            max_epochs=epochs, device=device, random_state=0,
+        ).fit(X)
+        os.environ.pop("CONTRACTIVE_CUDA_GRAPHS")
+        out["penalty, eager"] = {
+            "epoch_s": [h["time_s"] for h in est.history_][1:],
+            "test_mse": -est.score(X_test),
+            "test_mean_jacobian_frobenius_sq": float(np.mean(est.penalty(X_test))),
+        }
+    for name in ("penalty", "no penalty", "penalty, eager"):
+        if name in out:
+            out[name]["samples_per_s"] = len(X) / statistics.median(out[name]["epoch_s"])
     out["penalty_overhead"] = (out["no penalty"]["samples_per_s"]
                                / out["penalty"]["samples_per_s"])
     return out
 
 
-def bench_keras(python: str, data_dir: str | None, epochs: int) -> dict | None:
+def bench_keras(python: str, data_dir: str | None, epochs: int,
+                script: Path = KERAS_SCRIPT) -> dict | None:
     if not python:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "keras.json"
-        cmd = [python, str(KERAS_SCRIPT), "--variants", "plain,fixed", "--epochs", str(epochs),
+        cmd = [python, str(script), "--variants", "plain,fixed", "--epochs", str(epochs),
                "--json", str(result)]
         if data_dir:
             cmd += ["--data-dir", data_dir]
@@ -244,7 +258,9 @@ def markdown(result: dict) -> str:
         keras = result.get("keras") or {}
         lines += ["| seed configuration (784-64-784, batch 100) | samples/s | test MSE | "
                   "test mean ||J||_F^2 |", "|---|---|---|---|"]
-        for name in ("penalty", "no penalty"):
+        for name in ("penalty", "no penalty", "penalty, eager"):
+            if name not in seed:
+                continue
             r = seed[name]
             lines.append(f"| contractive, {name} | {r['samples_per_s']:,.0f} | "
                          f"{r['test_mse']:.4f} | {r['test_mean_jacobian_frobenius_sq']:.2f} |")
@@ -284,6 +300,8 @@ def main() -> int:
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist"))
     ap.add_argument("--keras-python", default=os.environ.get("KERAS_PYTHON", ""),
                     help="a Python with keras and jax, for the seed's Keras model")
+    ap.add_argument("--keras-script", default=str(KERAS_SCRIPT),
+                    help="the seed's Keras script (default ../shared/bench/seed_keras.py)")
     ap.add_argument("--quick", action="store_true", help="fewer steps and epochs")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="fits of the seed configuration")
@@ -305,7 +323,8 @@ def main() -> int:
               "date": time.strftime("%Y-%m-%d")}
     if args.only in (None, "seed"):
         result["seed"] = bench_seed(args.device, data_dir, epochs, args.repeats)
-        result["keras"] = bench_keras(args.keras_python, data_dir, epochs)
+        result["keras"] = bench_keras(args.keras_python, data_dir, epochs,
+                                      Path(args.keras_script))
     if args.only in (None, "deep"):
         result["deep"] = bench_deep(args.device, steps, args.threads)
     out = Path(args.out)

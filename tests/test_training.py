@@ -224,3 +224,70 @@ def test_state_dict_is_a_snapshot():
     trainer.fit(_data())
     for k, v in state["module"].items():
         assert torch.equal(v, before[k])
+
+
+class _Softmax(torch.nn.Module):
+    """A linear classifier: ``forward(x, y)`` returns its cross-entropy and error."""
+
+    def __init__(self, d=4, k=3):
+        super().__init__()
+        self.lin = torch.nn.Linear(d, k)
+
+    def forward(self, x, y, generator=None):
+        logits = self.lin(x)
+        return {"loss": torch.nn.functional.cross_entropy(logits, y),
+                "error": (logits.argmax(1) != y).float().mean()}
+
+
+def _labelled(n=90, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 4, generator=gen) * 0.3
+    x[:, :3] += 2 * torch.nn.functional.one_hot(y, 3)
+    return x, y
+
+
+def test_trainer_takes_inputs_and_targets_batched_together():
+    x, y = _labelled()
+    trainer = Trainer(_Softmax(), TrainConfig(batch_size=16, max_epochs=20, learning_rate=0.05),
+                      CPU)
+    history = trainer.fit((x, y), (x, y))
+    assert history[-1]["error"] < history[0]["error"] or history[0]["error"] == 0
+    assert history[-1]["val_error"] == pytest.approx(trainer.evaluate((x, y))["error"])
+    assert history[-1]["val_error"] < 0.05  # separable: a batch mixing rows would not learn it
+    with pytest.raises(ValueError, match="same number of rows"):
+        trainer.fit((x, y[:-1]))
+
+
+def test_plateau_schedule_lowers_the_learning_rate_and_resumes():
+    x, y = _labelled()
+    y_shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]
+    cfg = dict(batch_size=30, max_epochs=12, learning_rate=0.1, lr_schedule="plateau",
+               lr_patience=1, monitor="loss", optimizer="sgd", momentum=0.9, nesterov=True)
+    torch.manual_seed(0)
+    trainer = Trainer(_Softmax(), TrainConfig(**cfg), CPU)
+    trainer.fit((x, y), (x, y_shuffled))  # validation labels are noise: no progress there
+    rates = [h["learning_rate"] for h in trainer.history]
+    assert rates[0] == 0.1 and rates[-1] < 0.1
+    assert all(b <= a for a, b in zip(rates, rates[1:]))
+    # resuming carries the scheduler's state: equal to an uninterrupted run
+    torch.manual_seed(0)
+    first = Trainer(_Softmax(), TrainConfig(**{**cfg, "max_epochs": 5}), CPU)
+    first.fit((x, y), (x, y_shuffled))
+    resumed = Trainer(_Softmax(), TrainConfig(**cfg), CPU)
+    resumed.load_state_dict(first.state_dict())
+    resumed.fit((x, y), (x, y_shuffled))
+    assert [h["learning_rate"] for h in resumed.history] == rates
+
+
+def test_schedule_and_monitor_are_validated():
+    with pytest.raises(ValueError, match="lr_schedule='cosine'"):
+        TrainConfig(lr_schedule="cosine")
+    with pytest.raises(ValueError, match="nesterov"):
+        TrainConfig(optimizer="adam", nesterov=True)
+    x, y = _labelled()
+    trainer = Trainer(_Softmax(), TrainConfig(early_stopping=True, monitor="accuracy"), CPU)
+    with pytest.raises(ValueError, match="monitor='accuracy'.*error"):
+        trainer.fit((x, y), (x, y))
+    with pytest.raises(ValueError, match="validation set"):
+        Trainer(_Softmax(), TrainConfig(lr_schedule="plateau"), CPU).fit((x, y))

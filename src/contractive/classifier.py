@@ -151,7 +151,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         SGD with (Nesterov) ``momentum``, as is usual for fine-tuning.
     learning_rate, momentum, nesterov, weight_decay, batch_size, max_epochs
     lr_schedule : {"plateau", "constant"}, default="plateau"
-        ``plateau`` halves the learning rate after 3 epochs without a lower validation error.
+        ``plateau`` halves the learning rate after ``lr_patience`` epochs without a lower
+        validation error (down to 1e-5).
     n_iter_no_change : int, default=10
         Early stopping: training ends after this many epochs without a lower validation
         error, and the weights of the best epoch are kept.
@@ -164,9 +165,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self, encoder: Any = None, *, hidden_layer_sizes: tuple[int, ...] = (1000,),
         activation: str = "sigmoid", optimizer: str = "sgd", learning_rate: float = 0.05,
         momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 0.0,
-        batch_size: int = 50, max_epochs: int = 100, lr_schedule: str = "plateau",
-        n_iter_no_change: int = 10, validation_fraction: float = 0.1, device: str = "auto",
-        random_state: Any = None, verbose: bool = False,
+        batch_size: int = 100, max_epochs: int = 100, lr_schedule: str = "plateau",
+        lr_patience: int = 3, n_iter_no_change: int = 10, validation_fraction: float = 0.1,
+        device: str = "auto", random_state: Any = None, verbose: bool = False,
     ) -> None:
         self.encoder = encoder
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -179,6 +180,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.lr_schedule = lr_schedule
+        self.lr_patience = lr_patience
         self.n_iter_no_change = n_iter_no_change
         self.validation_fraction = validation_fraction
         self.device = device
@@ -231,6 +233,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             tol=0.0,
             monitor="error",
             lr_schedule=self.lr_schedule if early else "constant",
+            lr_patience=_check("lr_patience", self.lr_patience, int, 0),
             seed=seed,
             verbose=bool(self.verbose),
         )

@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import analyze, datasets, encode, evaluate, reproduce, train
+    from .commands import analyze, datasets, encode, evaluate, finetune, reproduce, train
 
     parser = _Parser(
         prog="contractive",
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"contractive {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for command in (train, evaluate, analyze, encode, datasets, reproduce):
+    for command in (train, evaluate, analyze, finetune, encode, datasets, reproduce):
         command.register(sub)
     return parser
 

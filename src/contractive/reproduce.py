@@ -70,8 +70,9 @@ class Protocol:
     pretrain_batch_size: int = 100
     finetune_epochs: int = 100
     finetune_learning_rate: float = 0.05
-    finetune_batch_size: int = 50
+    finetune_batch_size: int = 100
     finetune_patience: int = 10
+    finetune_lr_patience: int = 3
     readout_rows: int = 10_000
     analysis_points: int = 300
     seed: int = 0
@@ -221,7 +222,8 @@ class Experiment:
         clf = FineTunedClassifier(
             est, hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
             batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
-            n_iter_no_change=p.finetune_patience, device=self.device, random_state=p.seed,
+            n_iter_no_change=p.finetune_patience, lr_patience=p.finetune_lr_patience,
+            device=self.device, random_state=p.seed,
         ).fit(split.X_train, split.y_train, split.X_valid, split.y_valid)
         return {
             "valid_error": clf.best_validation_error_,
@@ -313,7 +315,7 @@ class Experiment:
             est = ContractiveAutoencoder.load(self.out / "models" / _slug(r["name"]),
                                               device=self.device)
             curves[fam] = est.contraction_curve(X, radii)
-            spectra_[fam] = est.singular_values(X[: min(m, 100)])
+            spectra_[fam] = est.singular_values(X[: min(m, 30)])
         names = ["contraction_curves.png", "spectra.png"]
         contraction_curves(radii, curves, distances=distances,
                            title="contraction ratio, MNIST test points").savefig(

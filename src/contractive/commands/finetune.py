@@ -1,0 +1,93 @@
+"""``contractive finetune RUN_DIR [DATA]``: the run's encoder as the start of a classifier.
+
+Fine-tunes an MLP initialised from the run's encoder (a softmax layer added; every weight
+trained on the labels, SGD with Nesterov momentum, early stopping on a validation share of
+the run's training rows) and reports its error on DATA (default: the run's held-out rows),
+beside the same MLP from random weights and the linear-probe and 5-NN read-outs of the
+frozen codes. Writes ``finetune.json`` into RUN_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..classifier import FineTunedClassifier
+from ..readouts import readout_errors
+from ..runs import write_json
+from ._common import add_run_and_data, model_and_rows
+
+EXAMPLE = """examples:
+  contractive finetune runs/digits
+  contractive finetune runs/mnist mnist --max-epochs 50 --json
+  contractive finetune runs/mine test.csv --label-column label --no-baseline"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune a classifier from the run's encoder; test error",
+        description=__doc__.split("\n\n")[1], epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_and_data(p)
+    p.add_argument("--learning-rate", type=float, default=0.05, metavar="FLOAT",
+                   help="SGD learning rate (default 0.05)")
+    p.add_argument("--max-epochs", type=int, default=100, metavar="INT")
+    p.add_argument("--batch-size", type=int, default=100, metavar="INT")
+    p.add_argument("--validation-fraction", type=float, default=0.1, metavar="FLOAT",
+                   help="share of the training rows for early stopping (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, metavar="INT")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the same MLP trained from random weights")
+    p.add_argument("--json", action="store_true", help="print finetune.json")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    est, rows = model_and_rows(args)
+    train = rows.train
+    if train.y is None or rows.y is None:
+        raise ValueError(
+            f"{args.run_dir}: fine-tuning needs labels for the training rows and for "
+            f"{rows.described}; train with --label-column (or use a labelled dataset)"
+        )
+    if not 0 < args.validation_fraction < 1:
+        raise ValueError(f"--validation-fraction {args.validation_fraction:g} must be between 0 "
+                         "and 1 (exclusive): early stopping needs validation rows")
+    params = dict(learning_rate=args.learning_rate, max_epochs=args.max_epochs,
+                  batch_size=args.batch_size, validation_fraction=args.validation_fraction,
+                  random_state=args.seed, device=args.device)
+    clf = FineTunedClassifier(est, **params)
+    clf._train_config(len(train.X), 0, early=True)  # refuse bad options before training
+    models = {"fine-tuned CAE": clf.fit(train.X, train.y)}
+    if not args.no_baseline:
+        hidden = tuple(w.shape[0] for w in (layer.weight for layer in est.module_.encoder.layers))
+        models["random init"] = FineTunedClassifier(
+            None, hidden_layer_sizes=hidden, activation=est.activation, **params
+        ).fit(train.X, train.y)
+    result = {"run_dir": args.run_dir, "data": rows.described, "n_test": int(len(rows.X)),
+              "results": {}}
+    for name, model in models.items():
+        result["results"][name] = {
+            "test_error": model.error(rows.X, rows.y),
+            "validation_error": model.best_validation_error_,
+            "epochs": model.n_epochs_, "best_epoch": model.best_epoch_,
+            "time_s": model.fit_time_,
+        }
+    frozen = readout_errors(est.transform(train.X), train.y, est.transform(rows.X), rows.y)
+    result["results"]["frozen codes"] = frozen
+    write_json(Path(args.run_dir) / "finetune.json", result)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{rows.described}: {len(rows.X)} rows")
+    for name, r in result["results"].items():
+        if name == "frozen codes":
+            print(f"  {'linear probe (frozen codes)':30} test error {r['linear_probe_error']:.2%}")
+            print(f"  {'5-NN (frozen codes)':30} test error {r['knn_error']:.2%}")
+        else:
+            print(f"  {name:30} test error {r['test_error']:.2%} (validation "
+                  f"{r['validation_error']:.2%}, best epoch {r['best_epoch']} of {r['epochs']})")
+    print(f"wrote {Path(args.run_dir) / 'finetune.json'}")
+    return 0

@@ -1,0 +1,54 @@
+"""``contractive finetune``: a classifier from a run's encoder, from the command line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from contractive.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "d"
+    assert main(["train", "digits", "--out", str(out), "--n-components", "16",
+                 "--max-epochs", "5", "--seed", "0", "--device", "cpu"]) == 0
+    return out
+
+
+def test_finetune_reports_and_writes_its_results(run_dir, capsys):
+    assert main(["finetune", str(run_dir), "--max-epochs", "5", "--learning-rate", "0.3",
+                 "--device", "cpu", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_dir / "finetune.json").read_text())
+    assert printed == saved
+    results = saved["results"]
+    assert set(results) == {"fine-tuned CAE", "random init", "frozen codes"}
+    for name in ("fine-tuned CAE", "random init"):
+        assert 0 <= results[name]["test_error"] < 0.9
+        assert 1 <= results[name]["best_epoch"] <= results[name]["epochs"] <= 5
+    assert 0 <= results["frozen codes"]["linear_probe_error"] < 0.5
+    assert saved["n_test"] == 360
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--learning-rate", "0"], "learning_rate=0"),
+    (["--batch-size", "0"], "batch_size=0"),
+    (["--validation-fraction", "1.5"], "--validation-fraction 1.5"),
+    (["--validation-fraction", "0"], "--validation-fraction 0"),
+])
+def test_bad_options_exit_2(run_dir, capsys, extra, match):
+    assert main(["finetune", str(run_dir), "--device", "cpu", *extra]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_unlabelled_data_is_refused(tmp_path, capsys):
+    X = np.random.default_rng(0).random((60, 5))
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "r"
+    assert main(["train", str(tmp_path / "x.npy"), "--out", str(out), "--n-components", "2",
+                 "--max-epochs", "1", "--test-fraction", "0.2", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", str(out), "--device", "cpu"]) == 2
+    assert "needs labels" in capsys.readouterr().err
+    assert not (out / "finetune.json").exists()

@@ -1,0 +1,20 @@
+"""Read-outs of frozen codes (readouts.py)."""
+
+import numpy as np
+
+from contractive.readouts import cross_validated_accuracies, readout_errors
+
+
+def test_readouts_on_separable_and_on_random_codes():
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    codes = rng.normal(size=(300, 5)) * 0.1
+    codes[np.arange(300), y] += 3
+    errors = readout_errors(codes[:200], y[:200], codes[200:], y[200:])
+    assert errors == {"linear_probe_error": 0.0, "knn_error": 0.0}
+    noise = rng.normal(size=(300, 5))
+    errors = readout_errors(noise[:200], y[:200], noise[200:], y[200:])
+    assert errors["linear_probe_error"] > 0.4 and errors["knn_error"] > 0.4
+    cv = cross_validated_accuracies(codes, y)
+    assert cv == {"linear_probe_accuracy": 1.0, "knn_accuracy": 1.0}
+    assert cross_validated_accuracies(codes, np.zeros(300)) is None

@@ -1,0 +1,100 @@
+"""``contractive reproduce rifai2011``: the pipeline end to end on a small subset (the
+number itself is the README's, from the full run), resuming, and its refusals."""
+
+import json
+import os
+
+import pytest
+
+from contractive.cli import main
+from contractive.reproduce import FAMILIES, Experiment, Protocol, configurations
+
+MNIST_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                          "data", "mnist"))
+needs_mnist = pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason="no MNIST files here")
+
+
+def test_configurations_follow_the_selection_order():
+    p = Protocol()
+    first = configurations(p)
+    assert [c["family"] for c in first] == ["CAE"] * 3 + ["AE+wd"] * 2 + ["AE", "random init"]
+    later = configurations(p, cae_weight=0.1)
+    assert [c["contractive_weight"] for c in later if c["family"] == "CAE+H"] == [0.1, 0.1]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"contractive_weights": ()}, "contractive_weights"),
+    ({"weight_decays": (0.1, -1)}, "weight_decays"),
+    ({"n_hidden": 0}, "n_hidden"),
+])
+def test_protocol_is_validated(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Protocol(**kw)
+
+
+@needs_mnist
+def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["reproduce", "rifai2011", "--quick", "--out", str(out), "--data-dir", MNIST_DIR,
+            "--device", "cpu", "--weights", "0.1,1", "--pretrain-epochs", "2",
+            "--finetune-epochs", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["chosen"]) == set(FAMILIES)
+    for fam, r in results["chosen"].items():
+        assert 0 <= r["test_error"] <= 1 and 0 <= r["valid_error"] <= 1
+        if fam != "random init":
+            assert 0 <= r["saturation"] <= 1 and r["mean_squared_jacobian_entry"] > 0
+            assert "linear_probe_error" in r and "knn_error" in r
+    # the CAE chosen is the one with the lowest validation error
+    caes = [r for r in results["all"] if r["family"] == "CAE"]
+    assert results["chosen"]["CAE"]["valid_error"] == min(r["valid_error"] for r in caes)
+    table = (out / "table.md").read_text()
+    assert "1.14%" in table and "quick mode" in table and table in printed
+    assert (out / "contraction_curves.png").stat().st_size > 0
+    assert (out / "spectra.png").stat().st_size > 0
+
+    # a rerun resumes: nothing is trained again, the results are the same
+    stage = out / "stages" / "AE.json"
+    mtime = stage.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert "done before" in capsys.readouterr().out
+    assert stage.stat().st_mtime_ns == mtime
+    again = json.loads((out / "results.json").read_text())
+    assert again["chosen"]["CAE"]["test_error"] == results["chosen"]["CAE"]["test_error"]
+
+    # a stage lost (a run killed in it) is redone from its saved pre-trained model
+    stage.unlink()
+    assert main(argv) == 0
+    redone = json.loads(stage.read_text())
+    assert redone["test_error"] == results["chosen"]["AE"]["test_error"]
+
+    # another protocol into the same folder is refused, naming what differs
+    assert main([*argv[:-2], "--finetune-epochs", "3"]) == 2
+    assert "finetune_epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--weights", "0.1,x"], "not a comma-separated list"),
+    (["--weights", "0,0.1"], "contractive_weights"),
+    (["--device", "tpu"], "device='tpu'"),
+    (["--pretrain-epochs", "0"], "pretrain_epochs"),
+])
+def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
+    out = tmp_path / "r"
+    try:
+        code = main(["reproduce", "rifai2011", "--quick", "--out", str(out), *extra])
+    except SystemExit as exc:  # argparse's own refusals
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_experiment_refuses_a_file_as_folder(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        Experiment(f, Protocol.quick_protocol()).run()
