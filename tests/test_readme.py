@@ -48,9 +48,22 @@ def _section_block(heading_fragment: str, lang: str = "python") -> str:
 
 def test_readme_python_blocks_are_the_two_expected():
     blocks = _blocks(_text(), "python")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     assert blocks[0] == _section_block("estimator in five lines")
-    assert blocks[1] == _section_block("seed experiment")
+    assert blocks[1] == _section_block("stacks and fine-tuning")
+    assert blocks[2] == _section_block("seed experiment")
+
+
+def test_stacks_and_fine_tuning_block(capsys):
+    code = _section_block("stacks and fine-tuning")
+    ns: dict = {"__name__": "readme_stacks"}
+    exec(compile(code, f"{README}:stacks", "exec"), ns)
+    clf, stack = ns["clf"], ns["stack"]
+    assert [e.n_components for e in stack.encoders_] == [32, 16]  # "64-32-16-10"
+    assert [layer.weight.shape[0] for layer in clf.module_.layers] == [32, 16]
+    assert clf.module_.head.weight.shape == (10, 16)
+    error = float(capsys.readouterr().out)
+    assert 0 <= error < 0.2
 
 
 def test_estimator_in_five_lines(monkeypatch):
