@@ -24,7 +24,9 @@ Resuming: each configuration's pre-trained model (``models/NAME``) and its resul
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from . import analysis as A
 from .classifier import FineTunedClassifier
 from .data import load_dataset
 from .estimator import ContractiveAutoencoder
+from .io import atomic_write_bytes
 from .readouts import readout_errors
 from .runs import write_json
 
@@ -285,8 +288,7 @@ class Experiment:
             "figures": figures,
         }
         write_json(self.out / "results.json", summary)
-        table = format_table(summary)
-        (self.out / "table.md").write_text(table)
+        atomic_write_bytes(self.out / "table.md", format_table(summary).encode())
         return summary
 
     def _readouts(self, chosen: dict, split: Split) -> dict:
@@ -316,14 +318,17 @@ class Experiment:
                                               device=self.device)
             curves[fam] = est.contraction_curve(X, radii)
             spectra_[fam] = est.singular_values(X[: min(m, 30)])
-        names = ["contraction_curves.png", "spectra.png"]
-        contraction_curves(radii, curves, distances=distances,
-                           title="contraction ratio, MNIST test points").savefig(
-            self.out / names[0], dpi=100)
-        spectra(spectra_, normalise=False,
-                title="singular values of J_f, MNIST test points").savefig(
-            self.out / names[1], dpi=100)
-        return names
+        figures = {
+            "contraction_curves.png": contraction_curves(
+                radii, curves, distances=distances, title="contraction ratio, MNIST test points"),
+            "spectra.png": spectra(spectra_, normalise=False,
+                                   title="singular values of J_f, MNIST test points"),
+        }
+        for name, fig in figures.items():
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=100)
+            atomic_write_bytes(self.out / name, buffer.getvalue())
+        return list(figures)
 
 
 def machine_description(device: str) -> str:
@@ -332,33 +337,34 @@ def machine_description(device: str) -> str:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
     if dev.startswith("cuda"):
         return f"{torch.cuda.get_device_name(torch.device(dev))} (torch {torch.__version__})"
-    import os
-
     return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads (torch {torch.__version__})")
+
+
+_PARAM_NAMES = {"contractive_weight": "lambda", "higher_order_weight": "gamma",
+                "weight_decay": "wd"}
 
 
 def format_table(summary: dict) -> str:
     """The analogue of the paper's Table 1, as markdown."""
     lines = [
-        "| model | chosen | test error | paper | valid error | mean J_ij^2 | SAT "
-        "| linear probe | 5-NN | time (s) |",
+        "| model | chosen | test error | paper | valid error | mean J_ij^2 (paper) "
+        "| SAT (paper) | linear probe | 5-NN | time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fam, r in summary["chosen"].items():
         paper = r["paper"].get("test_error")
-        params = [f"{k.split('_')[0][0] if k != 'higher_order_weight' else 'g'}="
-                  f"{r[k]:g}" for k in ("contractive_weight", "higher_order_weight",
-                                        "weight_decay") if k in r]
-        params = [p.replace("c=", "lambda=").replace("g=", "gamma=").replace("w=", "wd=")
-                  for p in params]
-        jac = r.get("mean_squared_jacobian_entry")
-        sat = r.get("saturation")
+        params = [f"{short}={r[key]:g}" for key, short in _PARAM_NAMES.items() if key in r]
+        cells = []
+        for key, fmt in (("mean_squared_jacobian_entry", ".3g"), ("saturation", ".0%")):
+            value, known = r.get(key), r["paper"].get(key)
+            cell = "-" if value is None else format(value, fmt)
+            cells.append(cell if known is None else f"{cell} ({format(known, fmt)})")
         lp, kn = r.get("linear_probe_error"), r.get("knn_error")
         lines.append(
             f"| {fam} | {', '.join(params) or '-'} | **{r['test_error']:.2%}** | "
             f"{'-' if paper is None else f'{paper:.2f}%'} | {r['valid_error']:.2%} | "
-            f"{'-' if jac is None else f'{jac:.3g}'} | {'-' if sat is None else f'{sat:.0%}'} | "
+            f"{cells[0]} | {cells[1]} | "
             f"{'-' if lp is None else f'{lp:.2%}'} | {'-' if kn is None else f'{kn:.2%}'} | "
             f"{r['total_time_s']:.0f} |"
         )
