@@ -2,7 +2,7 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from contractive import ContractiveAutoencoder
+from contractive import ContractiveAutoencoder, FineTunedClassifier, StackedContractiveAutoencoder
 
 # Expected failures, each with its reason (none so far).
 EXPECTED_FAILED: dict[str, str] = {}
@@ -13,7 +13,13 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [ContractiveAutoencoder(n_components=2, max_epochs=3, batch_size=16, random_state=0)],
+    [
+        ContractiveAutoencoder(n_components=2, max_epochs=3, batch_size=16, random_state=0),
+        FineTunedClassifier(hidden_layer_sizes=(16,), max_epochs=30, learning_rate=0.3,
+                            random_state=0),
+        StackedContractiveAutoencoder((4, 2), base=ContractiveAutoencoder(max_epochs=2),
+                                      random_state=0),
+    ],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible(estimator, check):

@@ -249,8 +249,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         sizes, activation, layers = self._layers(X.shape[1])
         rng = self._rng()
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        x = torch.as_tensor(X, dtype=torch.float32)
-        t = torch.as_tensor(codes, dtype=torch.int64)
+        x = torch.tensor(X, dtype=torch.float32)
+        t = torch.tensor(codes, dtype=torch.int64)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
         if X_val is not None:
@@ -262,7 +262,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             if len(unknown):
                 raise ValueError(f"y_val has labels not in y: {unknown[:5].tolist()}")
             train = (x, t)
-            val = (torch.as_tensor(X_val, dtype=torch.float32),
+            val = (torch.tensor(X_val, dtype=torch.float32),
                    torch.as_tensor(np.searchsorted(self.classes_, y_val), dtype=torch.int64))
         else:
             frac = self.validation_fraction
@@ -306,7 +306,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
         dev = next(self.module_.parameters()).device
-        x = torch.as_tensor(X, dtype=torch.float32)
+        x = torch.tensor(X, dtype=torch.float32)
         parts = [self.module_.logits(x[i : i + 8192].to(dev)).cpu()
                  for i in range(0, max(len(x), 1), 8192)]
         return torch.cat(parts).double().numpy()
@@ -320,7 +320,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels, ``(n,)``."""
-        return self.classes_[self._logits(X).argmax(1)]
+        logits = self._logits(X)  # checks that the model is fitted first
+        return self.classes_[logits.argmax(1)]
 
     def error(self, X: Any, y: Any) -> float:
         """Share of misclassified rows: ``1 - score(X, y)``."""
