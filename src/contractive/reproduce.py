@@ -64,18 +64,18 @@ class Protocol:
     n_valid: int = 10_000
     n_test: int = 10_000
     n_hidden: int = 1000
-    contractive_weights: tuple[float, ...] = (0.03, 0.1, 0.3)
-    higher_order_weights: tuple[float, ...] = (0.1, 1.0)
+    contractive_weights: tuple[float, ...] = (0.1, 0.3)
+    higher_order_weights: tuple[float, ...] = (0.1,)
     higher_order_sigma: float = 0.1
-    weight_decays: tuple[float, ...] = (0.01, 0.1)
+    weight_decays: tuple[float, ...] = (0.01,)
     pretrain_epochs: int = 50
     pretrain_learning_rate: float = 1e-3
     pretrain_batch_size: int = 100
-    finetune_epochs: int = 100
+    finetune_epochs: int = 150
     finetune_learning_rate: float = 0.05
     finetune_batch_size: int = 100
-    finetune_patience: int = 10
-    finetune_lr_patience: int = 3
+    finetune_patience: int = 20
+    finetune_lr_patience: int = 10
     readout_rows: int = 10_000
     analysis_points: int = 300
     seed: int = 0
@@ -87,7 +87,7 @@ class Protocol:
         base = dict(n_train=2000, n_valid=500, n_test=1000, n_hidden=100,
                     contractive_weights=(0.1, 0.3), higher_order_weights=(0.1,),
                     weight_decays=(0.01,), pretrain_epochs=3, finetune_epochs=4,
-                    finetune_patience=3, readout_rows=2000, analysis_points=50, quick=True)
+                    finetune_patience=3, finetune_lr_patience=1, readout_rows=2000, analysis_points=50, quick=True)
         return cls(**{**base, **overrides})
 
     def __post_init__(self) -> None:

@@ -43,11 +43,11 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST files")
     p.add_argument("--weights", type=_floats, metavar="W,...",
-                   help="contractive weights tried, paper scale (default 0.03,0.1,0.3)")
+                   help="contractive weights tried, paper scale (default 0.1,0.3)")
     p.add_argument("--higher-order-weights", type=_floats, metavar="G,...",
-                   help="CAE+H weights tried, paper scale (default 0.1,1)")
+                   help="CAE+H weights tried, paper scale (default 0.1)")
     p.add_argument("--weight-decays", type=_floats, metavar="WD,...",
-                   help="AE+wd weight decays tried, paper scale (default 0.01,0.1)")
+                   help="AE+wd weight decays tried, paper scale (default 0.01)")
     p.add_argument("--pretrain-epochs", type=int, metavar="INT")
     p.add_argument("--finetune-epochs", type=int, metavar="INT")
     p.add_argument("--seed", type=int, metavar="INT")
