@@ -87,7 +87,8 @@ class Protocol:
         base = dict(n_train=2000, n_valid=500, n_test=1000, n_hidden=100,
                     contractive_weights=(0.1, 0.3), higher_order_weights=(0.1,),
                     weight_decays=(0.01,), pretrain_epochs=3, finetune_epochs=4,
-                    finetune_patience=3, finetune_lr_patience=1, readout_rows=2000, analysis_points=50, quick=True)
+                    finetune_patience=3, finetune_lr_patience=1, readout_rows=2000,
+                    analysis_points=50, quick=True)
         return cls(**{**base, **overrides})
 
     def __post_init__(self) -> None:
