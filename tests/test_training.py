@@ -291,3 +291,29 @@ def test_schedule_and_monitor_are_validated():
         trainer.fit((x, y), (x, y))
     with pytest.raises(ValueError, match="validation set"):
         Trainer(_Softmax(), TrainConfig(lr_schedule="plateau"), CPU).fit((x, y))
+
+
+@pytest.mark.parametrize("kw", [
+    {},  # the one-layer fast path (hand-derived backward under autocast)
+    {"hidden_layer_sizes": (5,), "penalty_method": "exact"},  # autograd
+])
+def test_bf16_autocast_trains_close_to_float32_and_keeps_float32_state(kw):
+    x = _data(n=96)
+    runs = {}
+    for precision in ("float32", "bf16"):
+        module = _module(**kw)
+        trainer = Trainer(module, TrainConfig(batch_size=32, max_epochs=8, learning_rate=1e-2,
+                                              precision=precision), CPU)
+        runs[precision] = trainer.fit(x)
+        assert all(p.dtype == torch.float32 for p in module.parameters())
+        assert all(p.grad is None or p.grad.dtype == torch.float32 for p in module.parameters())
+        state = trainer.optimizer.state_dict()["state"]
+        assert all(v.dtype == torch.float32 for s in state.values() for k, v in s.items()
+                   if k != "step")
+    first = runs["float32"][0]["loss"]
+    for a, b in zip(runs["float32"], runs["bf16"]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.05, abs=0.02 * first)
+    assert runs["bf16"][-1]["loss"] < runs["bf16"][0]["loss"]
+    assert runs["bf16"][0]["loss"] != runs["float32"][0]["loss"]  # autocast took effect
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        TrainConfig(precision="fp8")

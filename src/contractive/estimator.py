@@ -29,7 +29,7 @@ from . import analysis, io
 from .activations import ACTIVATIONS
 from .models import LOSSES, OUTPUT_ACTIVATIONS, CAEConfig, ContractiveAutoencoderModule
 from .penalty import METHODS, resolve_method
-from .training import OPTIMIZERS, TrainConfig, Trainer, resolve_device
+from .training import OPTIMIZERS, PRECISIONS, TrainConfig, Trainer, resolve_device
 
 SCALINGS = ("none", "minmax", "standard")
 #: Inference chunk: rows per chunk, and the element budget of one chunk of Jacobians.
@@ -155,6 +155,9 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     tol : float, default=1e-4
     device : str, default="auto"
         ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    precision : {"float32", "bf16"}, default="float32"
+        ``bf16`` trains under bfloat16 autocast (faster matrix products on recent GPUs);
+        weights, gradients, inference and analysis stay float32.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the shuffling and the estimates; fixed, training on the
         CPU is deterministic.
@@ -194,7 +197,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         optimizer: str = "adam", batch_size: int = 100, max_epochs: int = 200,
         learning_rate: float = 3e-3, weight_decay: float = 0.0, early_stopping: bool = False,
         validation_fraction: float = 0.1, n_iter_no_change: int = 10, tol: float = 1e-4,
-        device: str = "auto", random_state: Any = None, verbose: bool = False,
+        device: str = "auto", precision: str = "float32", random_state: Any = None,
+        verbose: bool = False,
     ) -> None:
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -219,6 +223,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
@@ -267,6 +272,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             early_stopping=bool(self.early_stopping),
             n_iter_no_change=_check_int("n_iter_no_change", self.n_iter_no_change, 1),
             tol=_check_float("tol", self.tol, 0),
+            precision=_check_choice("precision", self.precision, PRECISIONS),
             seed=seed,
             verbose=bool(self.verbose),
         )

@@ -48,6 +48,7 @@ def applies(config) -> bool:
 
 
 def _accumulate(param: Tensor, grad: Tensor) -> None:
+    grad = grad.to(param.dtype)  # bfloat16 under autocast; gradients stay in the weights' dtype
     if param.grad is None:
         param.grad = grad
     else:

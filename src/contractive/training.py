@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "plateau")
+PRECISIONS = ("float32", "bf16")
 _SHOWN = ("loss", "reconstruction", "penalty", "val_loss")  # on the progress bar
 
 
@@ -68,6 +69,7 @@ class TrainConfig:
     lr_factor: float = 0.5
     lr_patience: int = 3
     min_learning_rate: float = 1e-5
+    precision: str = "float32"
     seed: int = 0
     verbose: bool = False
 
@@ -75,7 +77,9 @@ class TrainConfig:
         """``monitor`` names the validation term (``val_<monitor>``) that early stopping and
         the ``plateau`` schedule watch; ``plateau`` multiplies the learning rate by
         ``lr_factor`` after ``lr_patience`` epochs without improvement (down to
-        ``min_learning_rate``)."""
+        ``min_learning_rate``). ``precision='bf16'`` runs each training step's forward pass
+        (and the hand-derived backward of the fast path) under ``torch.autocast`` in bfloat16;
+        weights, gradients and optimizer state stay float32, and evaluation is float32."""
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer={self.optimizer!r} is not known; valid: {', '.join(OPTIMIZERS)}"
@@ -83,6 +87,10 @@ class TrainConfig:
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(
                 f"lr_schedule={self.lr_schedule!r} is not known; valid: {', '.join(SCHEDULES)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision={self.precision!r} is not known; valid: {', '.join(PRECISIONS)}"
             )
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
@@ -254,13 +262,18 @@ class Trainer:
         """One optimisation step on ``batch`` (tensors on the device); the terms, detached."""
         self.optimizer.zero_grad(set_to_none=True)
         step = getattr(self.module, "forward_backward", None)
+        # cache off: autocast's weight cache must not outlive a step inside a CUDA graph
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False,
+                                  enabled=self.config.precision == "bf16")
         if step is not None:
-            terms = step(*batch, generator=self.noise_gen)
+            with autocast:
+                terms = step(*batch, generator=self.noise_gen)
         else:
-            terms = self.module(*batch, generator=self.noise_gen)
+            with autocast:
+                terms = self.module(*batch, generator=self.noise_gen)
             terms["loss"].backward()
         self.optimizer.step()
-        return {k: v.detach() for k, v in terms.items()}
+        return {k: v.detach().float() for k, v in terms.items()}
 
     def _train_epoch(self, data: tuple[Tensor, ...]) -> dict[str, Tensor]:
         self.module.train()

@@ -41,7 +41,7 @@ from ..runs import (
     read_run_config,
     write_json,
 )
-from ..training import OPTIMIZERS, resolve_device
+from ..training import OPTIMIZERS, PRECISIONS, resolve_device
 from ._common import data_spec
 
 EXAMPLE = """examples:
@@ -58,6 +58,7 @@ CHOICES = {
     "penalty_method": METHODS,
     "scaling": SCALINGS,
     "optimizer": OPTIMIZERS,
+    "precision": PRECISIONS,
 }
 #: Parameters that may change when a run is resumed (the rest must match the run's).
 RESUMABLE_CHANGES = ("max_epochs", "device", "verbose")
