@@ -98,3 +98,14 @@ def test_experiment_refuses_a_file_as_folder(tmp_path):
     f.write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
         Experiment(f, Protocol.quick_protocol()).run()
+
+
+def test_missing_mnist_is_one_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "r"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["reproduce", "rifai2011", "--quick", "--out", str(out),
+                 "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "mnist" in err.lower() and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -180,9 +180,11 @@ class Experiment:
                     f"{self.out} holds a run with another protocol (differs in "
                     f"{', '.join(changed)}); use another --out to start a new one"
                 )
+
+    def _prepare_folder(self) -> None:
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
         (self.out / "models").mkdir(exist_ok=True)
-        write_json(saved, self.protocol.to_dict())
+        write_json(self.out / "protocol.json", self.protocol.to_dict())
 
     def _stage_path(self, name: str) -> Path:
         return self.out / "stages" / f"{_slug(name)}.json"
@@ -264,7 +266,8 @@ class Experiment:
     def run(self) -> dict:
         self._check_folder()
         start = time.perf_counter()
-        split = mnist_split(self.protocol, self.data_dir)
+        split = mnist_split(self.protocol, self.data_dir)  # before anything is written
+        self._prepare_folder()
         self.log(f"MNIST: {len(split.X_train)} train, {len(split.X_valid)} valid, "
                  f"{len(split.X_test)} test; writing to {self.out}")
         results = [self.run_configuration(c, split) for c in configurations(self.protocol)
