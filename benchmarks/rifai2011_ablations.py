@@ -11,6 +11,8 @@ the default pre-trained model, trained once here):
 * ``batch-20``: fine-tuning batch 20 at learning rate 0.02.
 * ``pretrain-20`` / ``pretrain-150``: 20 or 150 pre-training epochs.
 * ``lambda-1``: contractive weight 1.0.
+* ``constant-lr``: no schedule, early-stopping patience 30, at most 200 epochs.
+* ``sgd-pretrain``: pre-training by SGD (momentum 0.9, learning rate 1.0 on the mean loss).
 * ``seed-1`` / ``seed-2``: fine-tuning seeds (the spread of the default's figure).
 """
 
@@ -26,9 +28,11 @@ from contractive import ContractiveAutoencoder, FineTunedClassifier
 from contractive.reproduce import Protocol, mnist_split
 
 PRETRAIN = {"pretrain-20": {"max_epochs": 20}, "pretrain-150": {"max_epochs": 150},
-            "lambda-1": {"contractive_weight": 1.0 / 784}}
+            "lambda-1": {"contractive_weight": 1.0 / 784},
+            "sgd-pretrain": {"optimizer": "sgd", "learning_rate": 1.0}}
 FINETUNE = {"short-schedule": {"lr_patience": 3, "n_iter_no_change": 10, "max_epochs": 60},
             "batch-20": {"batch_size": 20, "learning_rate": 0.02},
+            "constant-lr": {"lr_schedule": "constant", "n_iter_no_change": 30, "max_epochs": 200},
             "seed-1": {"random_state": 1}, "seed-2": {"random_state": 2}}
 VARIANTS = ("default", *FINETUNE, *PRETRAIN)
 
