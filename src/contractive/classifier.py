@@ -12,7 +12,6 @@ With ``encoder=None`` the same MLP starts from random (Glorot) weights: the pape
 
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .activations import ACTIVATIONS
+from .models import glorot_init_
 from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, resolve_device
+from .validation import check_choice, check_float, check_hidden, check_int
 
 Tensor = torch.Tensor
 
@@ -93,13 +94,7 @@ class ClassifierModule(nn.Module):
         self.activation = activation
         self.register_buffer("input_offset", torch.zeros(sizes[0]))
         self.register_buffer("input_scale", torch.ones(sizes[0]))
-        gen = torch.Generator().manual_seed(int(seed))
-        with torch.no_grad():
-            for p in self.parameters():
-                if p.dim() == 2:
-                    nn.init.xavier_uniform_(p, generator=gen)
-                else:
-                    p.zero_()
+        glorot_init_(self, seed)
 
     def load_encoder(self, layers: EncoderLayers) -> None:
         """Copy an encoder's weights, biases and input scaling into the hidden layers."""
@@ -125,17 +120,6 @@ class ClassifierModule(nn.Module):
             "loss": F.cross_entropy(logits, y),
             "error": (logits.argmax(1) != y).float().mean(),
         }
-
-
-def _check(name: str, value: Any, kind: type, low: float, *, open_low: bool = False) -> Any:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and isinstance(value, numbers.Integral)
-    ok = ok and np.isfinite(value) and (value > low if open_low else value >= low)
-    if not ok:
-        what = "an integer" if kind is int else "a finite number"
-        raise ValueError(f"{name}={value!r} must be {what} {'>' if open_low else '>='} {low:g}")
-    return kind(value)
 
 
 class FineTunedClassifier(ClassifierMixin, BaseEstimator):
@@ -189,20 +173,12 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def _layers(self, n_features: int) -> tuple[list[int], str, EncoderLayers | None]:
         if self.encoder is None:
-            sizes = self.hidden_layer_sizes
-            if isinstance(sizes, numbers.Integral):
-                sizes = (sizes,)
-            sizes = tuple(sizes)
-            if not sizes or any(isinstance(s, bool) or not isinstance(s, numbers.Integral)
-                                or s < 1 for s in sizes):
-                raise ValueError(
-                    f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be a non-empty "
-                    "tuple of integers >= 1"
-                )
-            if self.activation not in ACTIVATIONS:
-                raise ValueError(f"activation={self.activation!r} is not valid; valid: "
-                                 f"{', '.join(sorted(ACTIVATIONS))}")
-            return [n_features, *map(int, sizes)], self.activation, None
+            sizes = check_hidden(self.hidden_layer_sizes)
+            if not sizes:
+                raise ValueError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must name at "
+                                 "least one layer")
+            check_choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
+            return [n_features, *sizes], self.activation, None
         layers = encoder_layers(self.encoder)
         d = layers.weights[0].shape[1]
         if d != n_features:
@@ -211,29 +187,25 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return sizes, layers.activation, layers
 
     def _train_config(self, n_train: int, seed: int, early: bool) -> TrainConfig:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not valid; valid: "
-                             f"{', '.join(OPTIMIZERS)}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule={self.lr_schedule!r} is not valid; valid: "
-                             f"{', '.join(SCHEDULES)}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         for name in ("nesterov", "verbose"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         return TrainConfig(
-            batch_size=min(_check("batch_size", self.batch_size, int, 1), n_train),
-            max_epochs=_check("max_epochs", self.max_epochs, int, 1),
-            learning_rate=_check("learning_rate", self.learning_rate, float, 0, open_low=True),
+            batch_size=min(check_int("batch_size", self.batch_size, 1), n_train),
+            max_epochs=check_int("max_epochs", self.max_epochs, 1),
+            learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True),
             optimizer=self.optimizer,
-            momentum=_check("momentum", self.momentum, float, 0),
+            momentum=check_float("momentum", self.momentum, 0),
             nesterov=bool(self.nesterov) and self.optimizer == "sgd",
-            weight_decay=_check("weight_decay", self.weight_decay, float, 0),
+            weight_decay=check_float("weight_decay", self.weight_decay, 0),
             early_stopping=early,
-            n_iter_no_change=_check("n_iter_no_change", self.n_iter_no_change, int, 1),
+            n_iter_no_change=check_int("n_iter_no_change", self.n_iter_no_change, 1),
             tol=0.0,
             monitor="error",
             lr_schedule=self.lr_schedule if early else "constant",
-            lr_patience=_check("lr_patience", self.lr_patience, int, 0),
+            lr_patience=check_int("lr_patience", self.lr_patience, 0),
             seed=seed,
             verbose=bool(self.verbose),
         )
@@ -265,9 +237,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             val = (torch.tensor(X_val, dtype=torch.float32),
                    torch.as_tensor(np.searchsorted(self.classes_, y_val), dtype=torch.int64))
         else:
-            frac = self.validation_fraction
-            if not (isinstance(frac, numbers.Real) and 0 <= frac < 1):
-                raise ValueError(f"validation_fraction={frac!r} must be in [0, 1)")
+            frac = check_float("validation_fraction", self.validation_fraction, 0, 1)
             n_val = int(round(frac * len(x)))
             if n_val and len(x) - n_val < 1:
                 raise ValueError(f"validation_fraction={frac:g} leaves no training row")

@@ -30,6 +30,7 @@ from .activations import ACTIVATIONS
 from .models import LOSSES, OUTPUT_ACTIVATIONS, CAEConfig, ContractiveAutoencoderModule
 from .penalty import METHODS, resolve_method
 from .training import OPTIMIZERS, PRECISIONS, TrainConfig, Trainer, resolve_device
+from .validation import check_choice, check_float, check_hidden, check_int
 
 SCALINGS = ("none", "minmax", "standard")
 #: Inference chunk: rows per chunk, and the element budget of one chunk of Jacobians.
@@ -37,50 +38,11 @@ _ROWS = 8192
 _JAC_ELEMENTS = 1 << 24
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float, high: float | None = None,
-                 *, low_open: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    if ok:
-        ok = value > low if low_open else value >= low
-        ok = ok and (high is None or value < high)
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high else "")
-        raise ValueError(f"{name}={value!r} must be a finite number {bound}")
-    return float(value)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; valid: {', '.join(choices)}")
-    return value
-
-
-def _check_hidden(value: Any) -> tuple[int, ...]:
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value,)
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        value = tuple(value.tolist())
-    if not isinstance(value, (tuple, list)) or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value
-    ):
-        raise ValueError(
-            f"hidden_layer_sizes={value!r} must be a tuple of integers >= 1, e.g. (256, 64), "
-            "or () for one layer"
-        )
-    return tuple(int(v) for v in value)
-
-
 def _check_consistent(est: ContractiveAutoencoder, config: CAEConfig) -> None:
     """A loaded estimator's parameters and fitted state must describe its module."""
     pairs = {
         "n_components": (est.n_components, config.n_components),
-        "hidden_layer_sizes": (_check_hidden(est.hidden_layer_sizes), config.hidden_layer_sizes),
+        "hidden_layer_sizes": (check_hidden(est.hidden_layer_sizes), config.hidden_layer_sizes),
         "activation": (est.activation, config.activation),
         "output_activation": (est.output_activation, config.output_activation),
         "tied_weights": (bool(est.tied_weights), config.tied_weights),
@@ -230,12 +192,12 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     # -- parameter translation ------------------------------------------------------------
 
     def _module_config(self, n_features: int) -> CAEConfig:
-        hidden = _check_hidden(self.hidden_layer_sizes)
-        k = _check_int("n_components", self.n_components, 1)
-        _check_choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
-        _check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("penalty_method", self.penalty_method, METHODS)
+        hidden = check_hidden(self.hidden_layer_sizes)
+        k = check_int("n_components", self.n_components, 1)
+        check_choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("penalty_method", self.penalty_method, METHODS)
         if not isinstance(self.tied_weights, (bool, np.bool_)):
             raise ValueError(f"tied_weights={self.tied_weights!r} must be True or False")
         return CAEConfig(
@@ -246,33 +208,33 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             output_activation=self.output_activation,
             tied_weights=bool(self.tied_weights),
             loss=self.loss,
-            contractive_weight=_check_float("contractive_weight", self.contractive_weight, 0),
+            contractive_weight=check_float("contractive_weight", self.contractive_weight, 0),
             penalty_method=resolve_method(
                 self.penalty_method, n_layers=len(hidden) + 1, n_components=k
             ),
-            n_probes=_check_int("n_probes", self.n_probes, 1),
-            higher_order_weight=_check_float("higher_order_weight", self.higher_order_weight, 0),
-            higher_order_sigma=_check_float(
+            n_probes=check_int("n_probes", self.n_probes, 1),
+            higher_order_weight=check_float("higher_order_weight", self.higher_order_weight, 0),
+            higher_order_sigma=check_float(
                 "higher_order_sigma", self.higher_order_sigma, 0, low_open=True
             ),
-            higher_order_copies=_check_int("higher_order_copies", self.higher_order_copies, 1),
+            higher_order_copies=check_int("higher_order_copies", self.higher_order_copies, 1),
         )
 
     def _train_config(self, n_train: int, seed: int) -> TrainConfig:
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("early_stopping", "verbose"):
             if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         return TrainConfig(
-            batch_size=min(_check_int("batch_size", self.batch_size, 1), n_train),
-            max_epochs=_check_int("max_epochs", self.max_epochs, 1),
-            learning_rate=_check_float("learning_rate", self.learning_rate, 0, low_open=True),
+            batch_size=min(check_int("batch_size", self.batch_size, 1), n_train),
+            max_epochs=check_int("max_epochs", self.max_epochs, 1),
+            learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True),
             optimizer=self.optimizer,
-            weight_decay=_check_float("weight_decay", self.weight_decay, 0),
+            weight_decay=check_float("weight_decay", self.weight_decay, 0),
             early_stopping=bool(self.early_stopping),
-            n_iter_no_change=_check_int("n_iter_no_change", self.n_iter_no_change, 1),
-            tol=_check_float("tol", self.tol, 0),
-            precision=_check_choice("precision", self.precision, PRECISIONS),
+            n_iter_no_change=check_int("n_iter_no_change", self.n_iter_no_change, 1),
+            tol=check_float("tol", self.tol, 0),
+            precision=check_choice("precision", self.precision, PRECISIONS),
             seed=seed,
             verbose=bool(self.verbose),
         )
@@ -280,7 +242,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     # -- scaling ------------------------------------------------------------------------
 
     def _fit_scaling(self, X: np.ndarray) -> None:
-        _check_choice("scaling", self.scaling, SCALINGS)
+        check_choice("scaling", self.scaling, SCALINGS)
         d = X.shape[1]
         if self.scaling == "none":
             offset, factor = np.zeros(d), np.ones(d)
@@ -318,7 +280,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         rng = self._random_state()
         seed = int(rng.randint(np.iinfo(np.int32).max))
         x_train, x_val = x, None
-        frac = _check_float("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
+        frac = check_float("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
         if self.early_stopping:
             n_val = max(1, int(round(frac * len(x))))
             if len(x) - n_val < 1:
@@ -375,7 +337,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         probe._fit_scaling(X)
         self._check_target_range(config, probe._to_tensor(X))
         self._random_state()
-        _check_float("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
+        check_float("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
         self._train_config(len(X), 0)
         resolve_device(self.device)
 

@@ -98,6 +98,18 @@ class CAEConfig:
         return d
 
 
+def glorot_init_(module: nn.Module, seed: int) -> None:
+    """Every matrix Glorot-uniform, every vector zero, drawn on the CPU from ``seed`` (so a
+    seed gives the same weights on every device), in the order of ``module.parameters()``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() == 2:
+                nn.init.xavier_uniform_(p, generator=gen)
+            else:
+                p.zero_()
+
+
 class MLPEncoder(nn.Module):
     """``x -> s(W_L ... s(W_1 x + b_1) ... + b_L)`` with one activation ``s`` throughout.
 
@@ -182,13 +194,7 @@ class ContractiveAutoencoderModule(nn.Module):
         self.reset_parameters(seed)
 
     def reset_parameters(self, seed: int) -> None:
-        gen = torch.Generator().manual_seed(int(seed))
-        with torch.no_grad():
-            for p in self.parameters():
-                if p.dim() == 2:
-                    nn.init.xavier_uniform_(p, generator=gen)
-                else:
-                    p.zero_()
+        glorot_init_(self, seed)
 
     @property
     def graph_safe(self) -> bool:

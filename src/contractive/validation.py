@@ -1,0 +1,48 @@
+"""Parameter checks shared by the estimators: one ``ValueError`` naming the parameter, its
+value and what is allowed."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, low: float, high: float | None = None,
+                 *, low_open: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        ok = value > low if low_open else value >= low
+        ok = ok and (high is None or value < high)
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high else "")
+        raise ValueError(f"{name}={value!r} must be a finite number {bound}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; valid: {', '.join(choices)}")
+    return value
+
+
+def check_hidden(value: Any) -> tuple[int, ...]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = tuple(value.tolist())
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise ValueError(
+            f"hidden_layer_sizes={value!r} must be a tuple of integers >= 1, e.g. (256, 64), "
+            "or () for one layer"
+        )
+    return tuple(int(v) for v in value)
