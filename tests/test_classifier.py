@@ -106,6 +106,8 @@ def test_works_with_sklearn_model_selection(digits):
     ({"hidden_layer_sizes": ()}, "hidden_layer_sizes"),
     ({"activation": "swish"}, "activation='swish'"),
     ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"dropout": 1.0}, "dropout=1.0"),
+    ({"input_dropout": -0.1}, "input_dropout=-0.1"),
     ({"encoder": "model.safetensors"}, "encoder must be a fitted"),
 ])
 def test_bad_parameters_raise_one_clear_error(digits, params, match):
@@ -125,3 +127,39 @@ def test_bad_inputs(digits):
     cae = _cae(max_epochs=1).fit(digits.X_train[:, :10])
     with pytest.raises(ValueError, match="10"):
         FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(digits.X_train, digits.y_train)
+
+
+def test_dropout_masks_in_training_only_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    module = ClassifierModule([20, 50], 3, "sigmoid", seed=0, dropout=0.5, input_dropout=0.2)
+    assert not module.graph_safe and ClassifierModule([20, 50], 3, "sigmoid").graph_safe
+    x = torch.rand(4, 20)
+    gen = torch.Generator().manual_seed(1)
+    module.eval()
+    plain = ClassifierModule([20, 50], 3, "sigmoid", seed=0).eval()
+    torch.testing.assert_close(module.logits(x, gen), plain.logits(x))  # eval: the whole net
+    # training: inverted dropout, units zeroed at the given rate and E[out] = in
+    h = torch.ones(2000, 500)
+    from contractive.classifier import _dropout
+    out = _dropout(h, 0.3, torch.Generator().manual_seed(2))
+    assert abs(float((out == 0).float().mean()) - 0.3) < 0.01
+    assert abs(float(out.mean()) - 1.0) < 0.01
+    values = torch.unique(out).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    # the masks come from the generator: same generator state, same logits
+    module.train()
+    a = module.logits(x, torch.Generator().manual_seed(3))
+    b = module.logits(x, torch.Generator().manual_seed(3))
+    c = module.logits(x, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_dropout_fit_is_deterministic_and_differs_from_no_dropout(digits):
+    X, y = digits.X_train, digits.y_train
+    kw = dict(hidden_layer_sizes=(32,), max_epochs=3, random_state=0, device="cpu")
+    p1 = FineTunedClassifier(dropout=0.3, input_dropout=0.1, **kw).fit(X, y).predict_proba(X)
+    p2 = FineTunedClassifier(dropout=0.3, input_dropout=0.1, **kw).fit(X, y).predict_proba(X)
+    p0 = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(p1, p2)
+    assert not np.allclose(p1, p0)

@@ -70,9 +70,23 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     redone = json.loads(stage.read_text())
     assert redone["test_error"] == results["chosen"]["AE"]["test_error"]
 
-    # another protocol into the same folder is refused, naming what differs
-    assert main([*argv[:-2], "--finetune-epochs", "3"]) == 2
-    assert "finetune_epochs" in capsys.readouterr().err
+    # another fine-tuning: the pre-trained models are kept, every stage is fine-tuned again
+    models = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.safetensors")}
+    assert models
+    capsys.readouterr()
+    assert main([*argv, "--finetune-dropout", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "finetune_dropout" in printed and "done before" not in printed
+    assert {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.safetensors")} == models
+    changed = json.loads(stage.read_text())
+    assert changed["finetune_settings"]["finetune_dropout"] == 0.2
+    assert changed["pretrain_time_s"] == redone["pretrain_time_s"]  # loaded, not trained
+    assert json.loads((out / "protocol.json").read_text())["finetune_dropout"] == 0.2
+
+    # another pre-training into the same folder is refused, naming what differs
+    assert main([*argv[:-4], "--pretrain-epochs", "3", "--finetune-epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain_epochs" in err and "finetune" not in err
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -80,6 +94,7 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--weights", "0,0.1"], "contractive_weights"),
     (["--device", "tpu"], "device='tpu'"),
     (["--pretrain-epochs", "0"], "pretrain_epochs"),
+    (["--finetune-dropout", "1"], "finetune_dropout"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "r"

@@ -4,6 +4,10 @@
     h     = s(W_L ... s(W_1 z + b_1) ... + b_L)                   copied from the encoder(s)
     p(y|x) = softmax(V h + c)                                     a new softmax layer
 
+Optional dropout in training (Srivastava et al., 2014): each unit of the input (rate
+``input_dropout``) and of every hidden layer (rate ``dropout``) is zeroed with that
+probability and the rest scaled by ``1 / (1 - rate)``, so evaluation uses the whole net as is.
+
 Every weight (encoder layers included) is trained on the labels by cross-entropy; the
 validation error picks the epoch (early stopping) and drives the learning-rate schedule.
 With ``encoder=None`` the same MLP starts from random (Glorot) weights: the paper's
@@ -81,17 +85,28 @@ def encoder_layers(encoder: Any) -> EncoderLayers:
                          first.scale_factor_.copy())
 
 
+def _dropout(h: Tensor, rate: float, generator: torch.Generator | None) -> Tensor:
+    """Zero each entry of ``h`` with probability ``rate`` (drawn from ``generator``) and scale
+    the rest by ``1 / (1 - rate)``: ``E[out] = h``."""
+    if rate == 0.0:
+        return h
+    keep = torch.rand(h.shape, generator=generator, device=h.device, dtype=h.dtype) >= rate
+    return h * keep / (1.0 - rate)
+
+
 class ClassifierModule(nn.Module):
     """MLP with a softmax head; ``forward(x, y)`` returns ``loss`` (mean cross-entropy) and
-    ``error`` (the share of misclassified rows), both scalars."""
+    ``error`` (the share of misclassified rows), both scalars. In training mode, dropout at
+    rates ``input_dropout`` (on ``x``) and ``dropout`` (on each hidden layer's output)."""
 
-    graph_safe = True  # no random draws, no host syncs: CUDA graphs may capture a step
-
-    def __init__(self, sizes: list[int], n_classes: int, activation: str, seed: int = 0) -> None:
+    def __init__(self, sizes: list[int], n_classes: int, activation: str, seed: int = 0,
+                 dropout: float = 0.0, input_dropout: float = 0.0) -> None:
         super().__init__()
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], n_classes)
         self.activation = activation
+        self.dropout = float(dropout)
+        self.input_dropout = float(input_dropout)
         self.register_buffer("input_offset", torch.zeros(sizes[0]))
         self.register_buffer("input_scale", torch.ones(sizes[0]))
         glorot_init_(self, seed)
@@ -105,17 +120,28 @@ class ClassifierModule(nn.Module):
             self.input_offset.copy_(torch.as_tensor(layers.offset))
             self.input_scale.copy_(torch.as_tensor(layers.scale))
 
-    def logits(self, x: Tensor) -> Tensor:
-        """``(B, d) -> (B, n_classes)``."""
+    @property
+    def graph_safe(self) -> bool:
+        """No host syncs; random draws only with dropout: CUDA graphs may capture a step
+        without it."""
+        return self.dropout == 0.0 and self.input_dropout == 0.0
+
+    def logits(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, d) -> (B, n_classes)``; dropout (from ``generator``) in training mode."""
         act = ACTIVATIONS[self.activation].fn
+        drop = self.training
         h = (x - self.input_offset) / self.input_scale
+        if drop:
+            h = _dropout(h, self.input_dropout, generator)
         for layer in self.layers:
             h = act(layer(h))
+            if drop:
+                h = _dropout(h, self.dropout, generator)
         return self.head(h)
 
     def forward(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None
                 ) -> dict[str, Tensor]:
-        logits = self.logits(x)
+        logits = self.logits(x, generator)
         return {
             "loss": F.cross_entropy(logits, y),
             "error": (logits.argmax(1) != y).float().mean(),
@@ -131,6 +157,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         Its layers (and input scaling) initialise the hidden layers; ``None`` draws them at
         random with ``hidden_layer_sizes`` and ``activation``. The encoder is not modified.
     hidden_layer_sizes, activation : used only when ``encoder`` is None.
+    dropout : float in [0, 1), default=0.0
+        Dropout rate on every hidden layer's output during training (0: none).
+    input_dropout : float in [0, 1), default=0.0
+        Dropout rate on the input during training.
     optimizer : {"sgd", "adam"}, default="sgd"
         SGD with (Nesterov) ``momentum``, as is usual for fine-tuning.
     learning_rate, momentum, nesterov, weight_decay, batch_size, max_epochs
@@ -147,7 +177,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self, encoder: Any = None, *, hidden_layer_sizes: tuple[int, ...] = (1000,),
-        activation: str = "sigmoid", optimizer: str = "sgd", learning_rate: float = 0.05,
+        activation: str = "sigmoid", dropout: float = 0.0, input_dropout: float = 0.0,
+        optimizer: str = "sgd", learning_rate: float = 0.05,
         momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 0.0,
         batch_size: int = 100, max_epochs: int = 100, lr_schedule: str = "plateau",
         lr_patience: int = 3, n_iter_no_change: int = 10, validation_fraction: float = 0.1,
@@ -156,6 +187,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.encoder = encoder
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.dropout = dropout
+        self.input_dropout = input_dropout
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.momentum = momentum
@@ -210,6 +243,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             verbose=bool(self.verbose),
         )
 
+    def _dropout_rates(self) -> dict[str, float]:
+        return {name: check_float(name, getattr(self, name), 0, 1)
+                for name in ("dropout", "input_dropout")}
+
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> FineTunedClassifier:
         """Fine-tune on ``X`` ``(n, d)`` with labels ``y`` ``(n,)``; validate on
         ``(X_val, y_val)`` when given, else on ``validation_fraction`` of ``X``."""
@@ -245,8 +282,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             train = (x[perm[n_val:]], t[perm[n_val:]])
             val = (x[perm[:n_val]], t[perm[:n_val]]) if n_val else None
         config = self._train_config(len(train[0]), seed, early=val is not None)
+        rates = self._dropout_rates()
         device = resolve_device(self.device)
-        self.module_ = ClassifierModule(sizes, len(self.classes_), activation, seed=seed)
+        self.module_ = ClassifierModule(sizes, len(self.classes_), activation, seed=seed,
+                                        **rates)
         if layers is not None:
             self.module_.load_encoder(layers)
         trainer = Trainer(self.module_, config, device)

@@ -9,8 +9,8 @@ Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for 
   at the CAE's choice, grid over gamma), AE with weight decay (grid), plain AE.
 * Fine-tuning: the encoder initialises a 784-1000-10 MLP (softmax head) trained on the
   labels (``classifier.FineTunedClassifier``: SGD, Nesterov momentum, the learning rate
-  halved on a validation plateau, early stopping on the validation error); "random" is the
-  same MLP from random weights.
+  halved on a validation plateau, early stopping on the validation error, dropout on the
+  hidden layer); "random" is the same MLP from random weights, trained the same way.
 * Selection: in each family, the configuration with the lowest validation error after
   fine-tuning; its test error is reported (the test set is used for nothing else).
 
@@ -19,7 +19,10 @@ pixels. The library's reconstruction loss is the mean over pixels, so each is di
 d before training: ``contractive_weight = lambda / d`` (likewise gamma and weight decay).
 
 Resuming: each configuration's pre-trained model (``models/NAME``) and its results
-(``stages/NAME.json``) are written when done; a rerun into the same folder skips them.
+(``stages/NAME.json``) are written when done; a rerun into the same folder skips them. A
+rerun whose protocol differs only in what comes after pre-training (``FINETUNE_FIELDS``:
+fine-tuning settings, the validation and test sizes, the read-outs) keeps the pre-trained
+models and redoes the stages fine-tuned otherwise; any other difference is refused.
 """
 
 from __future__ import annotations
@@ -71,11 +74,13 @@ class Protocol:
     pretrain_epochs: int = 50
     pretrain_learning_rate: float = 1e-3
     pretrain_batch_size: int = 100
-    finetune_epochs: int = 150
+    finetune_epochs: int = 200
     finetune_learning_rate: float = 0.05
     finetune_batch_size: int = 100
-    finetune_patience: int = 20
+    finetune_patience: int = 30
     finetune_lr_patience: int = 10
+    finetune_dropout: float = 0.5
+    finetune_input_dropout: float = 0.0
     readout_rows: int = 10_000
     analysis_points: int = 300
     seed: int = 0
@@ -101,9 +106,28 @@ class Protocol:
                      "finetune_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
+        for name in ("finetune_dropout", "finetune_input_dropout"):
+            value = float(getattr(self, name))
+            if not 0 <= value < 1:
+                raise ValueError(f"{name}={value!r} must be in [0, 1)")
+            setattr(self, name, value)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def finetune_settings(self) -> dict:
+        """The fields that act after pre-training (see ``FINETUNE_FIELDS``)."""
+        return {k: v for k, v in self.to_dict().items() if k in FINETUNE_FIELDS}
+
+
+#: Protocol fields that do not change a pre-trained model (the grids only add or drop
+#: configurations, each with its own model): a resume may change these.
+FINETUNE_FIELDS = frozenset({
+    "n_valid", "n_test", "contractive_weights", "higher_order_weights", "weight_decays",
+    "finetune_epochs", "finetune_learning_rate", "finetune_batch_size", "finetune_patience",
+    "finetune_lr_patience", "finetune_dropout", "finetune_input_dropout", "readout_rows",
+    "analysis_points",
+})
 
 
 @dataclass
@@ -173,13 +197,17 @@ class Experiment:
                 old = json.loads(saved.read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 raise ValueError(f"{saved}: unreadable ({exc}); use another --out") from None
-            if old != self.protocol.to_dict():
-                changed = sorted(k for k in old.keys() | self.protocol.to_dict().keys()
-                                 if old.get(k) != self.protocol.to_dict().get(k))
+            new = self.protocol.to_dict()
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            fixed = [k for k in changed if k not in FINETUNE_FIELDS]
+            if fixed:
                 raise ValueError(
-                    f"{self.out} holds a run with another protocol (differs in "
-                    f"{', '.join(changed)}); use another --out to start a new one"
+                    f"{self.out} holds a run pre-trained with another protocol (differs in "
+                    f"{', '.join(fixed)}); use another --out to start a new one"
                 )
+            if changed:
+                self.log(f"protocol changed in {', '.join(changed)}: the pre-trained models "
+                         "are kept; stages fine-tuned otherwise are redone")
 
     def _prepare_folder(self) -> None:
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
@@ -229,6 +257,7 @@ class Experiment:
             est, hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
             batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
             n_iter_no_change=p.finetune_patience, lr_patience=p.finetune_lr_patience,
+            dropout=p.finetune_dropout, input_dropout=p.finetune_input_dropout,
             device=self.device, random_state=p.seed,
         ).fit(split.X_train, split.y_train, split.X_valid, split.y_valid)
         return {
@@ -242,13 +271,15 @@ class Experiment:
 
     def run_configuration(self, cfg: dict, split: Split) -> dict:
         path = self._stage_path(cfg["name"])
+        settings = self.protocol.finetune_settings()
         if path.exists():
             result = json.loads(path.read_text())
-            self.log(f"  {cfg['name']:<34} done before: valid {result['valid_error']:.2%}, "
-                     f"test {result['test_error']:.2%}")
-            return result
+            if result.get("finetune_settings") == settings:
+                self.log(f"  {cfg['name']:<34} done before: valid {result['valid_error']:.2%}, "
+                         f"test {result['test_error']:.2%}")
+                return result
         t0 = time.perf_counter()
-        result = dict(cfg)
+        result = {**cfg, "finetune_settings": settings}
         est = None
         if cfg["family"] != "random init":
             est, info = self._pretrain(cfg, split)
@@ -285,10 +316,12 @@ class Experiment:
             "machine": machine_description(self.device),
             "wall_time_s": time.perf_counter() - start,
             "total_compute_s": sum(compute_time(r) for r in results),
-            "chosen": {fam: {**{k: v for k, v in r.items() if k != "finetune_history"},
+            "chosen": {fam: {**{k: v for k, v in r.items()
+                                if k not in ("finetune_history", "finetune_settings")},
                              **readouts.get(fam, {}), "paper": PAPER[fam]}
                        for fam, r in chosen.items()},
-            "all": [{k: v for k, v in r.items() if k != "finetune_history"} for r in results],
+            "all": [{k: v for k, v in r.items()
+                     if k not in ("finetune_history", "finetune_settings")} for r in results],
             "figures": figures,
         }
         write_json(self.out / "results.json", summary)

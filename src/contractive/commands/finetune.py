@@ -35,6 +35,8 @@ def register(sub) -> None:
                    help="SGD learning rate (default 0.05)")
     p.add_argument("--max-epochs", type=int, default=100, metavar="INT")
     p.add_argument("--batch-size", type=int, default=100, metavar="INT")
+    p.add_argument("--dropout", type=float, default=0.0, metavar="FLOAT",
+                   help="dropout rate on the hidden layers in training (default 0: none)")
     p.add_argument("--validation-fraction", type=float, default=0.1, metavar="FLOAT",
                    help="share of the training rows for early stopping (default 0.1)")
     p.add_argument("--seed", type=int, default=0, metavar="INT")
@@ -57,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
                          "and 1 (exclusive): early stopping needs validation rows")
     params = dict(learning_rate=args.learning_rate, max_epochs=args.max_epochs,
                   batch_size=args.batch_size, validation_fraction=args.validation_fraction,
+                  dropout=args.dropout,
                   random_state=args.seed, device=args.device)
     clf = FineTunedClassifier(est, **params)
     clf._train_config(len(train.X), 0, early=True)  # refuse bad options before training
+    clf._dropout_rates()
     models = {"fine-tuned CAE": clf.fit(train.X, train.y)}
     if not args.no_baseline:
         hidden = tuple(w.shape[0] for w in (layer.weight for layer in est.module_.encoder.layers))

@@ -4,7 +4,8 @@ Pre-trains a CAE (grid over the contractive weight), a CAE+H, an AE with weight 
 plain AE (1000 sigmoid units, tied weights, sigmoid decoder, cross-entropy), fine-tunes each
 into a 784-1000-10 MLP, adds the same MLP from random weights, chooses every family's
 hyper-parameters on the validation error, and writes results.json, table.md and figures
-(contraction curves, spectra) to --out. Rerun the same command to resume a stopped run.
+(contraction curves, spectra) to --out. Rerun the same command to resume a stopped run; a
+rerun that changes only fine-tuning options keeps the pre-trained models.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def register(sub) -> None:
                    help="AE+wd weight decays tried, paper scale (default 0.01)")
     p.add_argument("--pretrain-epochs", type=int, metavar="INT")
     p.add_argument("--finetune-epochs", type=int, metavar="INT")
+    p.add_argument("--finetune-dropout", type=float, metavar="FLOAT",
+                   help="dropout rate on the hidden layer in fine-tuning (default 0.5; 0: none)")
     p.add_argument("--seed", type=int, metavar="INT")
     p.add_argument("--quick", action="store_true",
                    help="a small subset and few epochs: checks the pipeline, not the number")
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         ("weight_decays", args.weight_decays),
         ("pretrain_epochs", args.pretrain_epochs),
         ("finetune_epochs", args.finetune_epochs),
+        ("finetune_dropout", args.finetune_dropout),
         ("seed", args.seed),
     ) if value is not None}
     protocol = Protocol.quick_protocol(**overrides) if args.quick else Protocol(**overrides)
