@@ -49,7 +49,19 @@ def test_tangents_rejects_bad_counts(jac_fn):
 def test_local_dimension_gap_and_energy():
     s = np.array([[10, 9, 0.1, 0.09], [5, 0.5, 0.4, 0.3], [1, 1, 1, 1e-6]])
     np.testing.assert_array_equal(A.local_dimension(s), [2, 1, 3])
+    np.testing.assert_array_equal(A.local_dimension(s, method="gap"), [2, 1, 3])
     np.testing.assert_array_equal(A.local_dimension(s, method="energy", energy=0.99), [2, 2, 3])
+    # a normal direction half-contracted (inside the data's span) between the tangent
+    # values and the rest: the log gap counts the span, the energy the manifold
+    saddle = np.array([[1.0, 0.92, 0.29, 0.06, 0.05]])
+    assert A.local_dimension(saddle, method="gap")[0] == 3
+    assert A.local_dimension(saddle)[0] == 2
+    # the documented limit: d equal values read d while (d - 1) / d < energy
+    for d in (1, 2, 3, 4, 6, 7):  # (5: on the boundary)
+        flat = np.array([[1.0] * d + [1e-3] * 3])
+        assert A.local_dimension(flat)[0] == (d if (d - 1) / d < 0.8 else d - 1)
+        assert A.local_dimension(flat, method="energy", energy=0.9)[0] == d
+        assert A.local_dimension(flat, method="gap")[0] == d
     with pytest.raises(ValueError, match="method='bogus'"):
         A.local_dimension(s, method="bogus")
     with pytest.raises(ValueError, match="energy"):

@@ -25,8 +25,9 @@ FIGURES = ("analysis_spectrum.png", "analysis_contraction.png", "analysis_codes.
            "analysis_tangents.png")
 TOP_KEYS = {"cae", "plain_ae", "radii", "training_distances", "pca_singular_values",
             "n_points"}
-MEASURE_KEYS = {"spectrum_mean", "spectrum_std", "local_dimension_gap_counts",
-                "local_dimension_gap_median", "contraction_ratio", "saturation",
+MEASURE_KEYS = {"spectrum_mean", "spectrum_std", "local_dimension_method",
+                "local_dimension_counts", "local_dimension_median", "local_dimension_gap_counts",
+                "contraction_ratio", "saturation",
                 "mean_jacobian_frobenius_sq", "mean_squared_jacobian_entry"}
 
 
@@ -158,10 +159,12 @@ def test_analyze_measures(analyzed, model):
     frob = m["mean_jacobian_frobenius_sq"]
     assert frob > 0
     assert m["mean_squared_jacobian_entry"] == pytest.approx(frob / (K * D), rel=1e-12)
-    counts = m["local_dimension_gap_counts"]
-    assert sum(counts.values()) == result["n_points"]
-    assert all(1 <= int(dim) < K for dim in counts)
-    assert 1 <= m["local_dimension_gap_median"] < K
+    assert m["local_dimension_method"] == "energy 0.8"
+    for key in ("local_dimension_counts", "local_dimension_gap_counts"):
+        counts = m[key]
+        assert sum(counts.values()) == result["n_points"]
+        assert all(1 <= int(dim) <= K for dim in counts)
+    assert 1 <= m["local_dimension_median"] <= K
 
 
 def test_analyze_writes_figures_and_baseline(digits_run, analyzed):
@@ -205,7 +208,7 @@ def test_no_baseline_and_n_points(digits_run, tmp_path, capsys):
     assert "plain_ae" not in result
     assert not (run / "baseline").exists()
     assert result["n_points"] == 50
-    assert sum(result["cae"]["local_dimension_gap_counts"].values()) == 50
+    assert sum(result["cae"]["local_dimension_counts"].values()) == 50
     assert len(result["cae"]["spectrum_mean"]) == K
     assert "50 points" in stdout and "plain AE" not in stdout
     for name in FIGURES:
@@ -219,7 +222,7 @@ def test_n_points_with_baseline(digits_run, tmp_path, capsys):
     result = json.loads(stdout)
     assert result["n_points"] == 50
     for model in ("cae", "plain_ae"):
-        assert sum(result[model]["local_dimension_gap_counts"].values()) == 50
+        assert sum(result[model]["local_dimension_counts"].values()) == 50
 
 
 # -- a run on a CSV file --------------------------------------------------------------------

@@ -34,15 +34,35 @@ def noisy():
     # the noise and lands near 90 degrees, which would make the comparison empty
     plain = ContractiveAutoencoder(contractive_weight=0.0, early_stopping=True,
                                    **ENCODER).fit(X)
-    return _angles(cae, X_test, T), _angles(plain, X_test, T)
+    return _angles(cae, X_test, T), _angles(plain, X_test, T), cae, X_test
 
 
 def test_tangent_recovery_at_noise_0_05(noisy):
-    cae, plain = noisy
+    cae, plain, _, _ = noisy
     assert cae.mean() <= 12 and np.percentile(cae, 90) <= 15, (cae.mean(), np.percentile(cae, 90))
     # a penalty without effect would leave the plain auto-encoder's angles
     assert plain.mean() < 45, plain.mean()
     assert cae.mean() <= 0.75 * plain.mean(), (cae.mean(), plain.mean())
+
+
+def test_local_dimension_at_noise_0_05_reads_the_sphere_by_energy_and_the_span_by_gap(noisy):
+    """At this noise the directions normal to the sphere inside its 3-D span keep part of
+    their sensitivity: the largest log gap falls after them (the span, 3); they hold little
+    of the energy, so the default rule still reads 2."""
+    *_, cae, X_test = noisy
+    assert np.mean(cae.local_dimension(X_test) == 2) >= 0.9
+    assert np.mean(cae.local_dimension(X_test, method="gap") == 3) >= 0.5
+
+
+@pytest.mark.parametrize("name, d", [("saddle", 2), ("sphere3", 3)])
+def test_other_manifolds_tangents_and_local_dimension_at_noise_0_01(name, d):
+    """The same recipe on a saddle (negative curvature) and the 3-sphere (d = 3)."""
+    m = make_manifold(name, 2300, ambient_dim=100, noise=0.01, random_state=0)
+    cae = ContractiveAutoencoder(contractive_weight=10.0, **ENCODER).fit(m.X[:2000])
+    X_test, T = m.X_clean[2000:], m.tangents[2000:]
+    angles = principal_angles(cae.tangents(X_test, d), T)
+    assert angles.mean() <= 12, angles.mean()
+    assert np.mean(cae.local_dimension(X_test) == d) >= 0.9
 
 
 def test_tangents_are_pushed_forward_through_unequal_feature_scales(rng):

@@ -10,7 +10,8 @@ from sklearn.neighbors import NearestNeighbors
 
 from contractive.manifolds import EMBEDDINGS, MANIFOLDS, make_manifold
 
-DIMS = {"circle": (1, 2), "sphere": (2, 3), "swiss_roll": (2, 3), "torus": (2, 3)}
+DIMS = {"circle": (1, 2), "sphere": (2, 3), "swiss_roll": (2, 3), "torus": (2, 3),
+        "saddle": (2, 3), "sphere3": (3, 4)}
 
 
 def _analytic(name: str, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +31,20 @@ def _analytic(name: str, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t1 = np.stack([np.cos(a) - a * np.sin(a), zero, np.sin(a) + a * np.cos(a)], 1)
         t2 = np.stack([zero, zero + 1, zero], 1)
         return p, np.stack([t1, t2], 1)
+    if name == "saddle":  # x, y
+        p = np.stack([a, b, a**2 - b**2], 1)
+        t1 = np.stack([zero + 1, zero, 2 * a], 1)
+        t2 = np.stack([zero, zero + 1, -2 * b], 1)
+        return p, np.stack([t1, t2], 1)
+    if name == "sphere3":  # psi, theta, phi: the partial derivatives
+        c = params[:, 1]
+        p = np.stack([np.cos(a), np.sin(a) * np.cos(c), np.sin(a) * np.sin(c) * np.cos(b),
+                      np.sin(a) * np.sin(c) * np.sin(b)], 1)
+        t1 = np.stack([-np.sin(a), np.cos(a) * np.cos(c), np.cos(a) * np.sin(c) * np.cos(b),
+                       np.cos(a) * np.sin(c) * np.sin(b)], 1)
+        t2 = np.stack([zero, -np.sin(c), np.cos(c) * np.cos(b), np.cos(c) * np.sin(b)], 1)
+        t3 = np.stack([zero, zero, -np.sin(b), np.cos(b)], 1)
+        return p, np.stack([t1, t2, t3], 1)
     ring = 2 + np.cos(b)  # torus: u around the axis, v around the tube; R=2, r=1
     p = np.stack([ring * np.cos(a), ring * np.sin(a), np.sin(b)], 1)
     t1 = np.stack([-np.sin(a), np.cos(a), zero], 1)
@@ -90,7 +105,9 @@ def test_tangents_contain_nearest_neighbour_secants(name, embedding):
     has power: with the tangents of other points it fails by far."""
     s = make_manifold(name, 4000, ambient_dim=20, embedding=embedding, random_state=0)
     off = _off_tangent(s, s.X_clean)
-    assert np.median(off) < 0.05, np.median(off)
+    # the secant leaves the tangent space by about half its length times the curvature;
+    # 4,000 points on a 3-manifold are farther apart than on a 2-manifold
+    assert np.median(off) < (0.05 if s.intrinsic_dim < 3 else 0.1), np.median(off)
     shuffled = type(s)(s.X, s.X_clean, s.tangents[np.random.default_rng(0).permutation(4000)],
                        s.intrinsic_dim, s.params)
     assert np.median(_off_tangent(shuffled, s.X_clean)) > 0.3

@@ -437,9 +437,11 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return analysis.tangents(self._network_jacobian, self._check_X(X), n_tangents,
                                  scale=self.scale_factor_)
 
-    def local_dimension(self, X: Any, *, method: str = "gap", energy: float = 0.9) -> np.ndarray:
-        """Per-sample local dimension from the Jacobian's spectrum: the largest gap in its
-        log (``gap``) or the count holding ``energy`` of ``sum s_i^2``; see ``analysis``."""
+    def local_dimension(self, X: Any, *, method: str = analysis.LOCAL_DIMENSION_METHOD,
+                        energy: float = analysis.LOCAL_DIMENSION_ENERGY) -> np.ndarray:
+        """Per-sample local dimension from the Jacobian's spectrum: the fewest singular
+        values holding a share ``energy`` of ``sum s_i^2`` (``energy``, the default), or
+        the largest gap in the log spectrum (``gap``); see ``contractive.analysis``."""
         return analysis.local_dimension(self.singular_values(X), method=method, energy=energy)
 
     def contraction_curve(self, X: Any, radii: Any, *, n_directions: int = 1,

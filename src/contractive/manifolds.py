@@ -1,8 +1,9 @@
 """Synthetic manifolds with known tangent spaces, for examples and tests.
 
 Each generator samples points on a ``d``-dimensional manifold in a low-dimensional space
-``R^m`` (circle: d=1, m=2; sphere, swiss roll, torus: d=2, m=3), with an orthonormal basis of
-the tangent space at every point, then embeds them in ``R^D``:
+``R^m`` (circle: d=1, m=2; sphere, swiss roll, torus, saddle: d=2, m=3; sphere3, the unit
+3-sphere: d=3, m=4), with an orthonormal basis of the tangent space at every point, then
+embeds them in ``R^D``:
 
 * ``linear``:  ``y = Q p`` with ``Q`` ``(D, m)`` of orthonormal columns (an isometry);
 * ``smooth``:  ``y = Q p + A tanh(B p)``, a smooth non-linear embedding whose Jacobian
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
-MANIFOLDS = ("circle", "sphere", "swiss_roll", "torus")
+MANIFOLDS = ("circle", "sphere", "swiss_roll", "torus", "saddle", "sphere3")
 EMBEDDINGS = ("linear", "smooth")
 
 
@@ -53,13 +54,19 @@ def _circle(n, rs):
     return p, T, t[:, None]
 
 
+def _sphere_tangents(p):
+    """Orthonormal bases of the tangent spaces of the unit sphere at the rows of ``p``:
+    the eigenvectors of ``I - p p^T`` with eigenvalue 1, ``(n, m - 1, m)``."""
+    m = p.shape[1]
+    proj = np.eye(m)[None] - p[:, :, None] * p[:, None, :]
+    _, vecs = np.linalg.eigh(proj)  # ascending: all but the first have eigenvalue 1
+    return np.swapaxes(vecs[:, :, 1:], 1, 2)
+
+
 def _sphere(n, rs):
     p = rs.normal(size=(n, 3))
     p /= np.linalg.norm(p, axis=1, keepdims=True)
-    # tangent plane: the two eigenvectors of I - p p^T with eigenvalue 1
-    proj = np.eye(3)[None] - p[:, :, None] * p[:, None, :]
-    _, vecs = np.linalg.eigh(proj)  # ascending: the last two have eigenvalue 1
-    T = np.swapaxes(vecs[:, :, 1:], 1, 2)
+    T = _sphere_tangents(p)
     theta = np.arccos(np.clip(p[:, 2], -1, 1))
     phi = np.arctan2(p[:, 1], p[:, 0])
     return p, T, np.stack([theta, phi], 1)
@@ -84,8 +91,28 @@ def _torus(n, rs, major=2.0, minor=1.0):
     return p, np.stack([du, dv], 1), np.stack([u, v], 1)
 
 
-_GENERATORS = {"circle": _circle, "sphere": _sphere, "swiss_roll": _swiss_roll, "torus": _torus}
-_LOW_DIM = {"circle": 2, "sphere": 3, "swiss_roll": 3, "torus": 3}
+def _saddle(n, rs):
+    """The graph of ``z = x^2 - y^2`` over ``[-1, 1]^2``."""
+    x, y = rs.uniform(-1, 1, n), rs.uniform(-1, 1, n)
+    one, zero = np.ones(n), np.zeros(n)
+    p = np.stack([x, y, x**2 - y**2], 1)
+    T = np.stack([np.stack([one, zero, 2 * x], 1), np.stack([zero, one, -2 * y], 1)], 1)
+    return p, T, np.stack([x, y], 1)
+
+
+def _sphere3(n, rs):
+    """The unit 3-sphere in R^4; params: hyperspherical angles (psi, theta, phi)."""
+    p = rs.normal(size=(n, 4))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    psi = np.arccos(np.clip(p[:, 0], -1, 1))
+    theta = np.arctan2(np.linalg.norm(p[:, 2:], axis=1), p[:, 1])
+    phi = np.arctan2(p[:, 3], p[:, 2])
+    return p, _sphere_tangents(p), np.stack([psi, theta, phi], 1)
+
+
+_GENERATORS = {"circle": _circle, "sphere": _sphere, "swiss_roll": _swiss_roll, "torus": _torus,
+               "saddle": _saddle, "sphere3": _sphere3}
+_LOW_DIM = {"circle": 2, "sphere": 3, "swiss_roll": 3, "torus": 3, "saddle": 3, "sphere3": 4}
 
 
 def make_manifold(

@@ -76,8 +76,11 @@ def _measures(model: ContractiveAutoencoder, X: np.ndarray,
     out = {
         "spectrum_mean": s.mean(0).tolist(),
         "spectrum_std": s.std(0).tolist(),
-        "local_dimension_gap_counts": dict(sorted(Counter(map(int, dims)).items())),
-        "local_dimension_gap_median": float(np.median(dims)),
+        "local_dimension_method": f"{A.LOCAL_DIMENSION_METHOD} {A.LOCAL_DIMENSION_ENERGY:g}",
+        "local_dimension_counts": dict(sorted(Counter(map(int, dims)).items())),
+        "local_dimension_median": float(np.median(dims)),
+        "local_dimension_gap_counts": dict(sorted(Counter(
+            map(int, A.local_dimension(s, method="gap"))).items())),
         "contraction_ratio": model.contraction_curve(X, radii).tolist(),
         "saturation": A.saturation(model.transform(X), model.activation),
         **A.jacobian_summary(model.penalty(X), k, d),
@@ -156,5 +159,5 @@ def _summary(result: dict) -> None:
         top = ", ".join(f"{v:.2g}" for v in r["spectrum_mean"][:3])
         cells = (name, f"{r['mean_jacobian_frobenius_sq']:.4g}",
                  f"{r['mean_squared_jacobian_entry']:.3g}", sat,
-                 f"{r['contraction_ratio'][0]:.3g}", f"{r['local_dimension_gap_median']:.0f}", top)
+                 f"{r['contraction_ratio'][0]:.3g}", f"{r['local_dimension_median']:.0f}", top)
         print("".join(f"{c:>13}" for c in cells[:-1]) + f"  {cells[-1]}")
