@@ -74,11 +74,11 @@ class Protocol:
     pretrain_epochs: int = 50
     pretrain_learning_rate: float = 1e-3
     pretrain_batch_size: int = 100
-    finetune_epochs: int = 200
+    finetune_epochs: int = 250
     finetune_learning_rate: float = 0.05
     finetune_batch_size: int = 100
-    finetune_patience: int = 30
-    finetune_lr_patience: int = 10
+    finetune_patience: int = 40
+    finetune_lr_patience: int = 20
     finetune_dropout: float = 0.5
     finetune_input_dropout: float = 0.0
     readout_rows: int = 10_000
