@@ -52,3 +52,28 @@ def test_unlabelled_data_is_refused(tmp_path, capsys):
     assert main(["finetune", str(out), "--device", "cpu"]) == 2
     assert "needs labels" in capsys.readouterr().err
     assert not (out / "finetune.json").exists()
+
+
+def test_a_stack_of_runs_is_fine_tuned(run_dir, tmp_path, capsys):
+    """CAE-2 from the command line: a second run on the first run's codes, then --stack."""
+    codes = tmp_path / "codes.npy"
+    assert main(["encode", str(run_dir), "digits", "--split", "train", "-o", str(codes),
+                 "--device", "cpu"]) == 0
+    upper = tmp_path / "upper"
+    assert main(["train", str(codes), "--out", str(upper), "--n-components", "8",
+                 "--max-epochs", "3", "--seed", "0", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", str(run_dir), "--stack", str(upper), "--max-epochs", "3",
+                 "--learning-rate", "0.3", "--device", "cpu", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["stack"] == [str(upper)]
+    for name in ("fine-tuned CAE", "random init"):
+        assert 0 <= saved["results"][name]["test_error"] < 0.95
+    # a run that does not take the codes of the layer below is refused, nothing written
+    (run_dir / "finetune.json").unlink()
+    assert main(["finetune", str(run_dir), "--stack", str(run_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "layer 2 takes 64 features but layer 1 gives 16 codes" in err
+    assert len(err.strip().splitlines()) == 1 and not (run_dir / "finetune.json").exists()
+    assert main(["finetune", str(run_dir), "--stack", str(tmp_path / "nope"),
+                 "--device", "cpu"]) == 2

@@ -50,3 +50,17 @@ def test_bad_parameters(X, kw, match):
     params = {"layer_sizes": (4, 2), "base": _base(), **kw}
     with pytest.raises((ValueError, TypeError), match=match):
         StackedContractiveAutoencoder(**params).fit(X)
+
+
+def test_from_encoders_stacks_cae_trained_apart(X):
+    first = _base(n_components=16, random_state=0).fit(X)
+    second = _base(n_components=8, random_state=1).fit(first.transform(X))
+    stack = StackedContractiveAutoencoder.from_encoders([first, second])
+    assert stack.layer_sizes == (16, 8) and stack.n_features_in_ == 64
+    np.testing.assert_array_equal(stack.transform(X), second.transform(first.transform(X)))
+    with pytest.raises(ValueError, match="layer 2 takes 64 features but layer 1 gives 16"):
+        StackedContractiveAutoencoder.from_encoders([first, first])
+    with pytest.raises(ValueError, match="at least one"):
+        StackedContractiveAutoencoder.from_encoders([])
+    with pytest.raises(TypeError, match="layer 2 must be a ContractiveAutoencoder"):
+        StackedContractiveAutoencoder.from_encoders([first, "model"])

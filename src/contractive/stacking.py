@@ -11,6 +11,7 @@ classifier through ``classifier.FineTunedClassifier(encoder=stack)``.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,36 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             layers.append(layer)
         return layers
 
+    @classmethod
+    def from_encoders(cls, encoders: Sequence[ContractiveAutoencoder]
+                      ) -> StackedContractiveAutoencoder:
+        """A fitted stack of CAEs trained one on the codes of the other elsewhere (for
+        example runs of ``contractive train`` on the output of ``contractive encode``)."""
+        encoders = list(encoders)
+        if not encoders:
+            raise ValueError("from_encoders needs at least one fitted ContractiveAutoencoder")
+        for i, enc in enumerate(encoders):
+            if not isinstance(enc, ContractiveAutoencoder):
+                raise TypeError(f"layer {i + 1} must be a ContractiveAutoencoder, not "
+                                f"{type(enc).__name__}")
+            check_is_fitted(enc)
+            if i and enc.n_features_in_ != encoders[i - 1].n_components:
+                raise ValueError(
+                    f"layer {i + 1} takes {enc.n_features_in_} features but layer {i} gives "
+                    f"{encoders[i - 1].n_components} codes"
+                )
+        stack = cls(layer_sizes=tuple(int(e.n_components) for e in encoders),
+                    base=clone(encoders[0]))
+        stack.encoders_ = encoders
+        stack._set_input_attributes()
+        return stack
+
+    def _set_input_attributes(self) -> None:
+        first = self.encoders_[0]
+        self.n_features_in_ = first.n_features_in_
+        if hasattr(first, "feature_names_in_"):
+            self.feature_names_in_ = first.feature_names_in_
+
     def fit(self, X: Any, y: Any = None) -> StackedContractiveAutoencoder:
         """Train layer 1 on ``X``, layer 2 on layer 1's codes, and so on; ``y`` is ignored."""
         layers = self._layers()
@@ -81,10 +112,7 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
         for layer in layers:
             H = layer.fit(H).transform(H)
             self.encoders_.append(layer)
-        first = self.encoders_[0]
-        self.n_features_in_ = first.n_features_in_
-        if hasattr(first, "feature_names_in_"):
-            self.feature_names_in_ = first.feature_names_in_
+        self._set_input_attributes()
         return self
 
     def transform(self, X: Any) -> np.ndarray:

@@ -5,6 +5,10 @@ trained on the labels, SGD with Nesterov momentum, early stopping on a validatio
 the run's training rows) and reports its error on DATA (default: the run's held-out rows),
 beside the same MLP from random weights and the linear-probe and 5-NN read-outs of the
 frozen codes. Writes ``finetune.json`` into RUN_DIR.
+
+A stack (the paper's CAE-2): train a second run on the first run's codes (``contractive
+encode RUN_DIR DATA --split train -o codes.npy``, then ``contractive train codes.npy``) and
+name it with ``--stack``; the MLP then starts from both encoders, one on top of the other.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from pathlib import Path
 from ..classifier import FineTunedClassifier
 from ..readouts import readout_errors
 from ..runs import write_json
-from ._common import add_run_and_data, model_and_rows
+from ..stacking import StackedContractiveAutoencoder
+from ._common import add_run_and_data, model_and_rows, run_model
 
 EXAMPLE = """examples:
   contractive finetune runs/digits
   contractive finetune runs/mnist mnist --max-epochs 50 --json
-  contractive finetune runs/mine test.csv --label-column label --no-baseline"""
+  contractive finetune runs/mine test.csv --label-column label --no-baseline
+  contractive finetune runs/layer1 --stack runs/layer2       # a CAE-2 stack"""
 
 
 def register(sub) -> None:
@@ -31,6 +37,9 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_and_data(p)
+    p.add_argument("--stack", action="append", default=[], metavar="RUN_DIR",
+                   help="a run trained on the codes of the layer below, stacked on top of "
+                        "RUN_DIR's encoder (repeat for more layers)")
     p.add_argument("--learning-rate", type=float, default=0.05, metavar="FLOAT",
                    help="SGD learning rate (default 0.05)")
     p.add_argument("--max-epochs", type=int, default=100, metavar="INT")
@@ -46,8 +55,21 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def encoder_parts(encoder) -> list:
+    """The CAEs of an encoder: the layers of a stack, or the encoder itself."""
+    return list(getattr(encoder, "encoders_", [encoder]))
+
+
 def run(args: argparse.Namespace) -> int:
     est, rows = model_and_rows(args)
+    if args.stack:
+        upper = [run_model(folder, args.device)[0] for folder in args.stack]
+        try:
+            encoder = StackedContractiveAutoencoder.from_encoders([est, *upper])
+        except ValueError as exc:
+            raise ValueError(f"--stack {' '.join(args.stack)}: {exc}") from None
+    else:
+        encoder = est
     train = rows.train
     if train.y is None or rows.y is None:
         raise ValueError(
@@ -61,17 +83,18 @@ def run(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size, validation_fraction=args.validation_fraction,
                   dropout=args.dropout,
                   random_state=args.seed, device=args.device)
-    clf = FineTunedClassifier(est, **params)
+    clf = FineTunedClassifier(encoder, **params)
     clf._train_config(len(train.X), 0, early=True)  # refuse bad options before training
     clf._dropout_rates()
     models = {"fine-tuned CAE": clf.fit(train.X, train.y)}
     if not args.no_baseline:
-        hidden = tuple(w.shape[0] for w in (layer.weight for layer in est.module_.encoder.layers))
+        hidden = tuple(int(layer.weight.shape[0]) for part in encoder_parts(encoder)
+                       for layer in part.module_.encoder.layers)
         models["random init"] = FineTunedClassifier(
             None, hidden_layer_sizes=hidden, activation=est.activation, **params
         ).fit(train.X, train.y)
-    result = {"run_dir": args.run_dir, "data": rows.described, "n_test": int(len(rows.X)),
-              "results": {}}
+    result = {"run_dir": args.run_dir, "stack": list(args.stack), "data": rows.described,
+              "n_test": int(len(rows.X)), "results": {}}
     for name, model in models.items():
         result["results"][name] = {
             "test_error": model.error(rows.X, rows.y),
@@ -79,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             "epochs": model.n_epochs_, "best_epoch": model.best_epoch_,
             "time_s": model.fit_time_,
         }
-    frozen = readout_errors(est.transform(train.X), train.y, est.transform(rows.X), rows.y)
+    frozen = readout_errors(encoder.transform(train.X), train.y, encoder.transform(rows.X),
+                            rows.y)
     result["results"]["frozen codes"] = frozen
     write_json(Path(args.run_dir) / "finetune.json", result)
     if args.json:
