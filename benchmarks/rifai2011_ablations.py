@@ -2,11 +2,18 @@
 ``contractive reproduce rifai2011`` (CAE, lambda 0.3 on the paper's scale).
 
     python benchmarks/rifai2011_ablations.py --data-dir DIR [--only NAME ...] [--json OUT]
+        [--cae MODEL_DIR]
 
 Variants (each pre-trains its own CAE unless it only changes fine-tuning, then it reuses
-the default pre-trained model, trained once here):
+the default pre-trained model, trained once here or read from ``--cae``, e.g. the
+reproduction's ``models/CAE_lambda_0.3``). ``--json`` merges into an existing file: rows of
+the variants run replace theirs, the others stay.
 
-* ``default``: 50 Adam epochs; fine-tuning patience 20, plateau patience 10, batch 100.
+* ``default``: 50 Adam epochs; fine-tuning without dropout, patience 20, plateau patience
+  10, at most 150 epochs, batch 100 (the reproduction's defaults before dropout).
+* ``dropout``: dropout 0.5 on the hidden layer, patience 40, plateau patience 20, at most
+  250 epochs (the reproduction's defaults now); ``dropout-seed-1`` / ``dropout-seed-2``: its
+  fine-tuning seeds; ``dropout-input``: plus input dropout 0.2.
 * ``short-schedule``: plateau patience 3, early-stopping patience 10, at most 60 epochs.
 * ``batch-20``: fine-tuning batch 20 at learning rate 0.02.
 * ``pretrain-20`` / ``pretrain-150``: 20 or 150 pre-training epochs.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,6 +42,10 @@ FINETUNE = {"short-schedule": {"lr_patience": 3, "n_iter_no_change": 10, "max_ep
             "batch-20": {"batch_size": 20, "learning_rate": 0.02},
             "constant-lr": {"lr_schedule": "constant", "n_iter_no_change": 30, "max_epochs": 200},
             "seed-1": {"random_state": 1}, "seed-2": {"random_state": 2}}
+DROPOUT = {"dropout": 0.5, "lr_patience": 20, "n_iter_no_change": 40, "max_epochs": 250}
+FINETUNE.update({"dropout": DROPOUT, "dropout-seed-1": {**DROPOUT, "random_state": 1},
+                 "dropout-seed-2": {**DROPOUT, "random_state": 2},
+                 "dropout-input": {**DROPOUT, "input_dropout": 0.2}})
 VARIANTS = ("default", *FINETUNE, *PRETRAIN)
 
 
@@ -44,6 +56,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
+    ap.add_argument("--cae", help="folder of the default pre-trained CAE (else trained here)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     split = mnist_split(Protocol(), args.data_dir)
@@ -52,7 +65,7 @@ def main() -> int:
                       learning_rate=1e-3, max_epochs=50, device=args.device, random_state=0)
     ft_params = dict(learning_rate=0.05, lr_patience=10, n_iter_no_change=20, max_epochs=150,
                      batch_size=100, device=args.device, random_state=0)
-    default_cae = None
+    default_cae = ContractiveAutoencoder.load(args.cae, device=args.device) if args.cae else None
     results = []
     for name in args.only or VARIANTS:
         t0 = time.perf_counter()
@@ -70,8 +83,11 @@ def main() -> int:
         results.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        path = Path(args.json)
+        done = {r["variant"] for r in results}
+        kept = [r for r in json.loads(path.read_text()) if r["variant"] not in done] \
+            if path.exists() else []
+        path.write_text(json.dumps(kept + results, indent=1) + "\n")
     return 0
 
 
