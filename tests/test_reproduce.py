@@ -83,6 +83,14 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     assert changed["pretrain_time_s"] == redone["pretrain_time_s"]  # loaded, not trained
     assert json.loads((out / "protocol.json").read_text())["finetune_dropout"] == 0.2
 
+    # a wider grid adds its configuration; the stages done stay done
+    capsys.readouterr()
+    assert main([*argv, "--finetune-dropout", "0.2", "--weights", "0.1,1,3"]) == 0
+    printed = capsys.readouterr().out
+    assert "CAE lambda=0.1" in printed and "done before" in printed
+    assert "CAE lambda=3" in printed and (out / "models" / "CAE_lambda_3").is_dir()
+    assert json.loads(stage.read_text()) == changed
+
     # another pre-training into the same folder is refused, naming what differs
     assert main([*argv[:-4], "--pretrain-epochs", "3", "--finetune-epochs", "2"]) == 2
     err = capsys.readouterr().err

@@ -21,8 +21,9 @@ d before training: ``contractive_weight = lambda / d`` (likewise gamma and weigh
 Resuming: each configuration's pre-trained model (``models/NAME``) and its results
 (``stages/NAME.json``) are written when done; a rerun into the same folder skips them. A
 rerun whose protocol differs only in what comes after pre-training (``FINETUNE_FIELDS``:
-fine-tuning settings, the validation and test sizes, the read-outs) keeps the pre-trained
-models and redoes the stages fine-tuned otherwise; any other difference is refused.
+fine-tuning settings, the validation and test sizes, the grids, the read-outs) keeps the
+pre-trained models and redoes only the stages whose results depend on what changed
+(``STAGE_FIELDS``); any other difference is refused.
 """
 
 from __future__ import annotations
@@ -116,18 +117,23 @@ class Protocol:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def finetune_settings(self) -> dict:
-        """The fields that act after pre-training (see ``FINETUNE_FIELDS``)."""
-        return {k: v for k, v in self.to_dict().items() if k in FINETUNE_FIELDS}
+        """The fields a stage's results depend on besides its pre-trained model
+        (``STAGE_FIELDS``); a stage saved with other values is redone."""
+        return {k: v for k, v in self.to_dict().items() if k in STAGE_FIELDS}
 
 
-#: Protocol fields that do not change a pre-trained model (the grids only add or drop
-#: configurations, each with its own model): a resume may change these.
-FINETUNE_FIELDS = frozenset({
-    "n_valid", "n_test", "contractive_weights", "higher_order_weights", "weight_decays",
-    "finetune_epochs", "finetune_learning_rate", "finetune_batch_size", "finetune_patience",
-    "finetune_lr_patience", "finetune_dropout", "finetune_input_dropout", "readout_rows",
+#: Protocol fields a stage's results depend on besides its pre-trained model: fine-tuning,
+#: the validation and test sets, the points measured.
+STAGE_FIELDS = frozenset({
+    "n_valid", "n_test", "finetune_epochs", "finetune_learning_rate", "finetune_batch_size",
+    "finetune_patience", "finetune_lr_patience", "finetune_dropout", "finetune_input_dropout",
     "analysis_points",
 })
+#: Protocol fields that do not change a pre-trained model, so a resume may change them: the
+#: stage fields, the grids (they add or drop configurations, each with its own model) and
+#: the read-outs (recomputed on every run).
+FINETUNE_FIELDS = STAGE_FIELDS | {"contractive_weights", "higher_order_weights",
+                                  "weight_decays", "readout_rows"}
 
 
 @dataclass
