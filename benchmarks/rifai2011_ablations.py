@@ -84,10 +84,10 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     if args.json:
         path = Path(args.json)
+        doc = json.loads(path.read_text()) if path.exists() else {"results": []}
         done = {r["variant"] for r in results}
-        kept = [r for r in json.loads(path.read_text()) if r["variant"] not in done] \
-            if path.exists() else []
-        path.write_text(json.dumps(kept + results, indent=1) + "\n")
+        doc["results"] = [r for r in doc["results"] if r["variant"] not in done] + results
+        path.write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
 
