@@ -77,3 +77,7 @@ def test_a_stack_of_runs_is_fine_tuned(run_dir, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and not (run_dir / "finetune.json").exists()
     assert main(["finetune", str(run_dir), "--stack", str(tmp_path / "nope"),
                  "--device", "cpu"]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert main(["finetune", str(run_dir), "--stack", str(codes), "--device", "cpu"]) == 2
+    assert "a file, not a run folder" in capsys.readouterr().err
+    assert not (run_dir / "finetune.json").exists()

@@ -243,6 +243,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             verbose=bool(self.verbose),
         )
 
+    def _preflight(self, n_train: int) -> None:
+        """Every parameter check ``fit`` makes, without training (for the CLI)."""
+        self._train_config(n_train, 0, early=True)
+        self._dropout_rates()
+
     def _dropout_rates(self) -> dict[str, float]:
         return {name: check_float(name, getattr(self, name), 0, 1)
                 for name in ("dropout", "input_dropout")}

@@ -48,6 +48,7 @@ from .estimator import ContractiveAutoencoder
 from .io import atomic_write_bytes
 from .readouts import readout_errors
 from .runs import write_json
+from .validation import check_float
 
 #: Rifai et al. 2011, Table 1 (MNIST): test error (%), mean squared Jacobian entry, SAT.
 PAPER = {
@@ -108,10 +109,7 @@ class Protocol:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
         for name in ("finetune_dropout", "finetune_input_dropout"):
-            value = float(getattr(self, name))
-            if not 0 <= value < 1:
-                raise ValueError(f"{name}={value!r} must be in [0, 1)")
-            setattr(self, name, value)
+            setattr(self, name, check_float(name, getattr(self, name), 0, 1))
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

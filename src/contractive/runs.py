@@ -104,7 +104,8 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``config.json`` of a run folder; ``ValueError`` if there is none or it is bad."""
     path = Path(run_dir) / CONFIG_NAME
     if not Path(run_dir).is_dir():
-        raise ValueError(f"{run_dir}: no such run folder")
+        what = "a file, not a run folder" if Path(run_dir).exists() else "no such run folder"
+        raise ValueError(f"{run_dir}: {what}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

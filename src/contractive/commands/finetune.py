@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..classifier import FineTunedClassifier
+from ..classifier import FineTunedClassifier, encoder_layers
 from ..readouts import readout_errors
 from ..runs import write_json
 from ..stacking import StackedContractiveAutoencoder
@@ -55,11 +55,6 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def encoder_parts(encoder) -> list:
-    """The CAEs of an encoder: the layers of a stack, or the encoder itself."""
-    return list(getattr(encoder, "encoders_", [encoder]))
-
-
 def run(args: argparse.Namespace) -> int:
     est, rows = model_and_rows(args)
     if args.stack:
@@ -84,14 +79,13 @@ def run(args: argparse.Namespace) -> int:
                   dropout=args.dropout,
                   random_state=args.seed, device=args.device)
     clf = FineTunedClassifier(encoder, **params)
-    clf._train_config(len(train.X), 0, early=True)  # refuse bad options before training
-    clf._dropout_rates()
+    clf._preflight(len(train.X))  # refuse bad options before training
     models = {"fine-tuned CAE": clf.fit(train.X, train.y)}
     if not args.no_baseline:
-        hidden = tuple(int(layer.weight.shape[0]) for part in encoder_parts(encoder)
-                       for layer in part.module_.encoder.layers)
+        layers = encoder_layers(encoder)
         models["random init"] = FineTunedClassifier(
-            None, hidden_layer_sizes=hidden, activation=est.activation, **params
+            None, hidden_layer_sizes=tuple(W.shape[0] for W in layers.weights),
+            activation=layers.activation, **params
         ).fit(train.X, train.y)
     result = {"run_dir": args.run_dir, "stack": list(args.stack), "data": rows.described,
               "n_test": int(len(rows.X)), "results": {}}
