@@ -2,7 +2,8 @@
 
     python benchmarks/cuda_check.py --data-dir DIR [--json OUT]
 
-Trains the seed configuration (784-64-784, MNIST subset) and a fine-tuned classifier twice
+Trains the seed configuration (784-64-784, MNIST subset), a deep encoder with the exact
+penalty (784-256-64, autograd step) and a fine-tuned classifier twice
 from the same seed, once through ``training.GraphedSteps`` and once eagerly
 (``CONTRACTIVE_CUDA_GRAPHS=0``), and prints the largest weight difference, the losses and
 the time of each. Both must agree to float32 rounding.
@@ -19,6 +20,23 @@ import time
 import numpy as np
 import torch
 
+captures: dict[str, int] = {}
+
+
+def _counting_capture(name: str):
+    """``GraphedSteps.capture`` that counts its successful captures under ``name``."""
+    from contractive import training
+
+    original = training.GraphedSteps.__dict__["capture"].__func__
+
+    def capture(cls, *args, **kwargs):
+        graphs, done = original(cls, *args, **kwargs)
+        captures[name] = captures.get(name, 0) + (graphs is not None)
+        return graphs, done
+
+    training.GraphedSteps.capture = classmethod(capture)
+    return original
+
 
 def _fit(make, graphs: bool):
     os.environ["CONTRACTIVE_CUDA_GRAPHS"] = "1" if graphs else "0"
@@ -33,7 +51,7 @@ def main() -> int:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--json")
     args = ap.parse_args()
-    from contractive import ContractiveAutoencoder, FineTunedClassifier
+    from contractive import ContractiveAutoencoder, FineTunedClassifier, training
     from contractive.data import load_mnist
 
     ds = load_mnist(args.data_dir)
@@ -45,13 +63,21 @@ def main() -> int:
                                       learning_rate=1e-3, max_epochs=3, device="cuda",
                                       random_state=0).fit(X)
 
+    def deep():
+        return ContractiveAutoencoder(n_components=64, hidden_layer_sizes=(256,),
+                                      penalty_method="exact", contractive_weight=1e-3,
+                                      learning_rate=1e-3, max_epochs=2, device="cuda",
+                                      random_state=0).fit(X)
+
     def clf():
         return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=4, device="cuda",
                                    random_state=0).fit(X[:15000], y[:15000], X[15000:],
                                                        y[15000:])
 
-    for name, make in (("cae", cae), ("classifier", clf)):
+    for name, make in (("cae", cae), ("deep", deep), ("classifier", clf)):
+        original = _counting_capture(name)
         (g, tg), (e, te) = _fit(make, True), _fit(make, False)
+        training.GraphedSteps.capture = classmethod(original)
         diffs = [float((a - b).abs().max()) for a, b in
                  zip(g.module_.state_dict().values(), e.module_.state_dict().values())]
         key = "loss" if name == "classifier" else "reconstruction"
@@ -60,7 +86,8 @@ def main() -> int:
             "graphed_last": g.history_[-1][key], "eager_last": e.history_[-1][key],
             "graphed_s": tg, "eager_s": te,
         }
-        if name == "cae":
+        out[name]["graph_captures"] = captures.pop(name, 0)
+        if name in ("cae", "deep"):
             out[name]["test_mse"] = [-g.score(ds.X_test), -e.score(ds.X_test)]
         else:
             out[name]["test_error"] = [g.error(ds.X_test, ds.y_test),
@@ -69,8 +96,8 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
-    ok = all(np.isfinite(out[k]["max_weight_difference"]) and
-             out[k]["max_weight_difference"] < 1e-2 for k in ("cae", "classifier"))
+    ok = all(np.isfinite(out[k]["max_weight_difference"]) and out[k]["graph_captures"] > 0
+             and out[k]["max_weight_difference"] < 1e-2 for k in ("cae", "deep", "classifier"))
     return 0 if ok else 1
 
 

@@ -404,3 +404,17 @@ def test_hutchinson_and_higher_order_gradients_reach_encoder():
         grads[lam, gamma] = torch.autograd.grad(loss, m.encoder.layers[0].weight)[0]
     assert (grads[0.5, 0.0] - grads[0.0, 0.0]).abs().max() > 1e-4
     assert (grads[0.0, 0.5] - grads[0.0, 0.0]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("kw, safe", [
+    ({}, True),  # the hand-derived one-layer step
+    ({"hidden_layer_sizes": (5,), "penalty_method": "exact"}, True),
+    ({"hidden_layer_sizes": (5,), "penalty_method": "hutchinson"}, False),  # draws probes
+    ({"hidden_layer_sizes": (5,), "penalty_method": "exact", "contractive_weight": 0.0},
+     False),  # the logged penalty of a plain deep auto-encoder is an estimate
+    ({"higher_order_weight": 0.1}, False),  # CAE+H draws noise
+])
+def test_graph_safe_only_without_random_draws(kw, safe):
+    cfg = dict(in_features=8, n_components=3, contractive_weight=0.1)
+    cfg.update(kw)
+    assert ContractiveAutoencoderModule(CAEConfig(**cfg), seed=0).graph_safe is safe

@@ -1,6 +1,7 @@
 """The training loop: batching, resumable state, divergence handling, early stopping."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from contractive.training import (
     NonFiniteLossError,
     TrainConfig,
     Trainer,
+    _graphable,
+    canonical_device,
     epoch_batches,
     resolve_device,
 )
@@ -59,6 +62,44 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
             resolve_device("cuda")
+
+
+def test_canonical_device_names_the_cuda_index(monkeypatch):
+    # a bare "cuda" compared unequal to the tensors' "cuda:0", so CUDA graphs never engaged
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert canonical_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert canonical_device("cuda:0") == torch.device("cuda", 0)
+    assert canonical_device(CPU) == CPU
+    assert torch.device("cuda") != torch.device("cuda", 0)  # why it is needed
+
+
+def test_graphable_needs_cuda_data_on_the_trainer_device_and_a_graph_safe_module(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    on = SimpleNamespace(device=torch.device("cuda", 0))
+    trainer = SimpleNamespace(device=canonical_device("cuda"),
+                              module=SimpleNamespace(graph_safe=True))
+    assert _graphable(trainer, (on,))
+    assert not _graphable(trainer, (on, SimpleNamespace(device=CPU)))  # host-resident data
+    assert not _graphable(SimpleNamespace(device=trainer.device,
+                                          module=SimpleNamespace(graph_safe=False)), (on,))
+    monkeypatch.setenv("CONTRACTIVE_CUDA_GRAPHS", "0")
+    assert not _graphable(trainer, (on,))
+    assert not _graphable(SimpleNamespace(device=CPU, module=trainer.module),
+                          (SimpleNamespace(device=CPU),))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_trainer_captures_graphs_and_matches_eager(monkeypatch):
+    data = _data(n=2000, d=6)
+    weights = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CONTRACTIVE_CUDA_GRAPHS", flag)
+        trainer = Trainer(_module(), TrainConfig(batch_size=10, max_epochs=2), "cuda")
+        trainer.fit(data)
+        assert (trainer._graphs is not None) == (flag == "1")
+        weights.append([p.detach().cpu() for p in trainer.module.parameters()])
+    for a, b in zip(*weights):
+        torch.testing.assert_close(a, b)
 
 
 def test_train_config_rejects_unknown_optimizer():

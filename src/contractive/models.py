@@ -198,9 +198,16 @@ class ContractiveAutoencoderModule(nn.Module):
 
     @property
     def graph_safe(self) -> bool:
-        """Whether a training step can be captured as a CUDA graph (``training.py``): the
-        hand-derived one-layer step draws no random numbers and never syncs with the host."""
-        return fastpath.applies(self.config)
+        """Whether a training step can be captured as a CUDA graph (``training.py``): one that
+        draws no random numbers and never syncs with the host. That is the hand-derived
+        one-layer step, and any encoder trained with the exact penalty (closed form or the
+        Gram-matrix route) and no CAE+H term; not the estimate (it draws probes), nor a plain
+        deep auto-encoder (its logged penalty is an estimate)."""
+        cfg = self.config
+        return fastpath.applies(cfg) or (
+            cfg.higher_order_weight == 0 and cfg.contractive_weight > 0
+            and cfg.penalty_method in ("closed_form", "exact")
+        )
 
     # -- inference ----------------------------------------------------------------------
 

@@ -125,6 +125,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def canonical_device(device: torch.device) -> torch.device:
+    """``cuda`` with its index made explicit (``cuda:N``, the current device), so that it
+    compares equal to the ``.device`` of the tensors placed on it; others unchanged."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def place_data(x: Tensor, device: torch.device, *, max_fraction: float = 0.5) -> Tensor:
     """Move ``x`` to ``device`` when it takes at most ``max_fraction`` of its free memory.
 
@@ -173,6 +182,7 @@ class Trainer:
         self, module: nn.Module, config: TrainConfig, device: torch.device,
         callbacks: Sequence[Callable[[Trainer], None]] = (),
     ) -> None:
+        device = canonical_device(device)
         self.module = module.to(device)
         self.config = config
         self.device = device
