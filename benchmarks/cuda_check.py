@@ -6,7 +6,9 @@ Trains the seed configuration (784-64-784, MNIST subset), a deep encoder with th
 penalty (784-256-64, autograd step) and a fine-tuned classifier twice
 from the same seed, once through ``training.GraphedSteps`` and once eagerly
 (``CONTRACTIVE_CUDA_GRAPHS=0``), and prints the largest weight difference, the losses and
-the time of each. Both must agree to float32 rounding.
+the time of each. Both must agree to float32 rounding, and each graphed fit must have
+captured its graphs. The classifier runs a plateau schedule with patience 1, so that a
+learning-rate drop, where one happens, is crossed by graphs captured again.
 """
 
 from __future__ import annotations
@@ -70,9 +72,10 @@ def main() -> int:
                                       random_state=0).fit(X)
 
     def clf():
-        return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=4, device="cuda",
-                                   random_state=0).fit(X[:15000], y[:15000], X[15000:],
-                                                       y[15000:])
+        # plateau patience 1: a learning-rate drop captures the graphs again
+        return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=8, lr_patience=1,
+                                   device="cuda", random_state=0).fit(
+            X[:15000], y[:15000], X[15000:], y[15000:])
 
     for name, make in (("cae", cae), ("deep", deep), ("classifier", clf)):
         original = _counting_capture(name)

@@ -88,6 +88,18 @@ def test_graphable_needs_cuda_data_on_the_trainer_device_and_a_graph_safe_module
                           (SimpleNamespace(device=CPU),))
 
 
+def test_captured_graphs_are_dropped_when_the_learning_rate_or_data_change():
+    from contractive.training import GraphedSteps
+
+    trainer = Trainer(_module(), TrainConfig(), CPU)
+    data = (_data(),)
+    graphs = GraphedSteps(None, None, None, [], GraphedSteps._key(trainer, data))
+    assert graphs.matches(trainer, data)
+    assert not graphs.matches(trainer, (_data(),))  # other tensors
+    trainer.optimizer.param_groups[0]["lr"] *= 0.5  # a plateau schedule's step
+    assert not graphs.matches(trainer, data)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_trainer_captures_graphs_and_matches_eager(monkeypatch):
     data = _data(n=2000, d=6)
