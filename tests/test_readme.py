@@ -46,12 +46,13 @@ def _section_block(heading_fragment: str, lang: str = "python") -> str:
     return blocks[0]
 
 
-def test_readme_python_blocks_are_the_two_expected():
+def test_readme_python_blocks_are_the_expected_ones():
     blocks = _blocks(_text(), "python")
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     assert blocks[0] == _section_block("estimator in five lines")
     assert blocks[1] == _section_block("stacks and fine-tuning")
-    assert blocks[2] == _section_block("seed experiment")
+    assert blocks[2] == _section_block("learned manifold")
+    assert blocks[3] == _section_block("seed experiment")
 
 
 def test_stacks_and_fine_tuning_block(capsys):
@@ -64,6 +65,21 @@ def test_stacks_and_fine_tuning_block(capsys):
     assert clf.module_.head.weight.shape == (10, 16)
     error = float(capsys.readouterr().out)
     assert 0 <= error < 0.2
+
+
+def test_learned_manifold_block_prints_what_the_prose_says(capsys):
+    code = _section_block("learned manifold")
+    ns: dict = {"__name__": "readme_manifold"}
+    exec(compile(code, f"{README}:manifold", "exec"), ns)
+    pattern = r"tangent error ([\d.]+) degrees, local dimension (\d+)"
+    printed = re.fullmatch(pattern, capsys.readouterr().out.strip())
+    stated = re.search(rf"This prints `{pattern}`", _sections()["The learned manifold"])
+    assert printed and stated
+    # the same figure up to float rounding across CPUs (summation order)
+    assert float(printed.group(1)) == pytest.approx(float(stated.group(1)), abs=1.0)
+    assert printed.group(2) == stated.group(2) == "2"
+    angles = ns["angles"]
+    assert angles.shape == (300,) and angles.mean() <= 12 and np.percentile(angles, 90) <= 15
 
 
 def test_estimator_in_five_lines(monkeypatch):
