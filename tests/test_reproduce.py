@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from contractive import ContractiveAutoencoder
 from contractive.cli import main
 from contractive.reproduce import FAMILIES, Experiment, Protocol, configurations
 
@@ -20,12 +21,18 @@ def test_configurations_follow_the_selection_order():
     assert [c["family"] for c in first] == ["CAE"] * 2 + ["AE+wd", "AE", "random init"]
     later = configurations(p, cae_weight=0.1)
     assert [c["contractive_weight"] for c in later if c["family"] == "CAE+H"] == [0.1]
+    # CAE-2 stacks on the chosen CAE, one configuration per second-layer weight
+    stacked = [c for c in later if c["family"] == "CAE-2"]
+    assert [(c["contractive_weight"], c["stacked_weight"]) for c in stacked] == [(0.1, 0.1)]
+    assert not any(c["family"] == "CAE-2"
+                   for c in configurations(Protocol(stacked_weights=()), cae_weight=0.1))
 
 
 @pytest.mark.parametrize("kw, match", [
     ({"contractive_weights": ()}, "contractive_weights"),
     ({"weight_decays": (0.1, -1)}, "weight_decays"),
     ({"n_hidden": 0}, "n_hidden"),
+    ({"stacked_weights": (0.1, float("nan"))}, "stacked_weights"),
 ])
 def test_protocol_is_validated(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -44,14 +51,23 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     assert set(results["chosen"]) == set(FAMILIES)
     for fam, r in results["chosen"].items():
         assert 0 <= r["test_error"] <= 1 and 0 <= r["valid_error"] <= 1
-        if fam != "random init":
+        if fam not in ("random init", "CAE-2"):
             assert 0 <= r["saturation"] <= 1 and r["mean_squared_jacobian_entry"] > 0
+        if fam != "random init":
             assert "linear_probe_error" in r and "knn_error" in r
+    # CAE-2: a second layer on the chosen CAE's codes, fine-tuned as a two-layer MLP
+    stack = results["chosen"]["CAE-2"]
+    assert stack["contractive_weight"] == results["chosen"]["CAE"]["contractive_weight"]
+    (folder,) = (out / "models").glob("CAE-2_*")
+    second = ContractiveAutoencoder.load(folder, device="cpu")
+    assert second.n_features_in_ == second.n_components == 100  # on the 100 quick codes
+    assert "lambda2=0.1" in (out / "table.md").read_text()
     # the CAE chosen is the one with the lowest validation error
     caes = [r for r in results["all"] if r["family"] == "CAE"]
     assert results["chosen"]["CAE"]["valid_error"] == min(r["valid_error"] for r in caes)
     table = (out / "table.md").read_text()
     assert "1.14%" in table and "quick mode" in table and table in printed
+    assert "| CAE-2 |" in table
     assert (out / "contraction_curves.png").stat().st_size > 0
     assert (out / "spectra.png").stat().st_size > 0
 
@@ -103,6 +119,7 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--device", "tpu"], "device='tpu'"),
     (["--pretrain-epochs", "0"], "pretrain_epochs"),
     (["--finetune-dropout", "1"], "finetune_dropout"),
+    (["--stacked-weights", "-1"], "stacked_weights"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "r"

@@ -6,7 +6,10 @@ Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for 
   10,000 test images to test. Pixels in [0, 1].
 * Pre-training: one hidden layer of 1000 sigmoid units, tied weights, sigmoid decoder,
   cross-entropy. Families: CAE (grid over the contractive weight lambda), CAE+H (lambda fixed
-  at the CAE's choice, grid over gamma), AE with weight decay (grid), plain AE.
+  at the CAE's choice, grid over gamma), AE with weight decay (grid), plain AE. Beside
+  Table 1, CAE-2, the paper's stacked CAE (its Table 2, there on other data): a second CAE
+  of the same kind trained on the codes of the chosen CAE (grid over its weight lambda2),
+  fine-tuned as a 784-1000-1000-10 MLP; ``stacked_weights=()`` leaves it out.
 * Fine-tuning: the encoder initialises a 784-1000-10 MLP (softmax head) trained on the
   labels (``classifier.FineTunedClassifier``: SGD, Nesterov momentum, the learning rate
   halved on a validation plateau, early stopping on the validation error, dropout on the
@@ -48,12 +51,14 @@ from .estimator import ContractiveAutoencoder
 from .io import atomic_write_bytes
 from .readouts import readout_errors
 from .runs import write_json
+from .stacking import StackedContractiveAutoencoder
 from .validation import check_float
 
 #: Rifai et al. 2011, Table 1 (MNIST): test error (%), mean squared Jacobian entry, SAT.
 PAPER = {
     "CAE": {"test_error": 1.14, "mean_squared_jacobian_entry": 0.73e-4, "saturation": 0.86},
     "CAE+H": {},
+    "CAE-2": {},
     "AE+wd": {"test_error": 1.68},
     "AE": {"test_error": 1.78, "saturation": 0.50},
     "random init": {},
@@ -73,6 +78,7 @@ class Protocol:
     higher_order_weights: tuple[float, ...] = (0.1,)
     higher_order_sigma: float = 0.1
     weight_decays: tuple[float, ...] = (0.01,)
+    stacked_weights: tuple[float, ...] = (0.1,)
     pretrain_epochs: int = 50
     pretrain_learning_rate: float = 1e-3
     pretrain_batch_size: int = 100
@@ -93,16 +99,19 @@ class Protocol:
         """A few minutes' pipeline check: small subsets, a small layer, few epochs."""
         base = dict(n_train=2000, n_valid=500, n_test=1000, n_hidden=100,
                     contractive_weights=(0.1, 0.3), higher_order_weights=(0.1,),
-                    weight_decays=(0.01,), pretrain_epochs=3, finetune_epochs=4,
-                    finetune_patience=3, finetune_lr_patience=1, readout_rows=2000,
-                    analysis_points=50, quick=True)
+                    weight_decays=(0.01,), stacked_weights=(0.1,), pretrain_epochs=3,
+                    finetune_epochs=4, finetune_patience=3, finetune_lr_patience=1,
+                    readout_rows=2000, analysis_points=50, quick=True)
         return cls(**{**base, **overrides})
 
     def __post_init__(self) -> None:
-        for name in ("contractive_weights", "higher_order_weights", "weight_decays"):
+        for name in ("contractive_weights", "higher_order_weights", "weight_decays",
+                     "stacked_weights"):
             values = tuple(float(v) for v in getattr(self, name))
-            if not values or any(not np.isfinite(v) or v <= 0 for v in values):
-                raise ValueError(f"{name}={values!r} must be one or more finite numbers > 0")
+            if any(not np.isfinite(v) or v <= 0 for v in values) or (
+                    not values and name != "stacked_weights"):
+                raise ValueError(f"{name}={values!r} must be one or more finite numbers > 0"
+                                 + (" (or none)" if name == "stacked_weights" else ""))
             setattr(self, name, values)
         for name in ("n_train", "n_valid", "n_test", "n_hidden", "pretrain_epochs",
                      "finetune_epochs"):
@@ -131,7 +140,7 @@ STAGE_FIELDS = frozenset({
 #: stage fields, the grids (they add or drop configurations, each with its own model) and
 #: the read-outs (recomputed on every run).
 FINETUNE_FIELDS = STAGE_FIELDS | {"contractive_weights", "higher_order_weights",
-                                  "weight_decays", "readout_rows"}
+                                  "weight_decays", "stacked_weights", "readout_rows"}
 
 
 @dataclass
@@ -161,14 +170,17 @@ def mnist_split(protocol: Protocol, data_dir: str | None = None) -> Split:
 
 
 def configurations(protocol: Protocol, cae_weight: float | None = None) -> list[dict]:
-    """The pre-training configurations, paper-scale weights. CAE+H needs the CAE's chosen
-    ``cae_weight`` and is listed only once it is known."""
+    """The pre-training configurations, paper-scale weights. CAE+H and CAE-2 need the CAE's
+    chosen ``cae_weight`` and are listed only once it is known."""
     out = [{"name": f"CAE lambda={w:g}", "family": "CAE", "contractive_weight": w}
            for w in protocol.contractive_weights]
     if cae_weight is not None:
         out += [{"name": f"CAE+H lambda={cae_weight:g} gamma={g:g}", "family": "CAE+H",
                  "contractive_weight": cae_weight, "higher_order_weight": g}
                 for g in protocol.higher_order_weights]
+        out += [{"name": f"CAE-2 lambda={cae_weight:g} lambda2={w:g}", "family": "CAE-2",
+                 "contractive_weight": cae_weight, "stacked_weight": w}
+                for w in protocol.stacked_weights]
     out += [{"name": f"AE+wd wd={w:g}", "family": "AE+wd", "weight_decay": w}
             for w in protocol.weight_decays]
     out += [{"name": "AE", "family": "AE"}, {"name": "random init", "family": "random init"}]
@@ -246,6 +258,36 @@ class Experiment:
         est.save(folder)
         return est, {"pretrain_time_s": est.fit_time_, "pretrain_epochs": est.n_epochs_}
 
+    def _stack(self, cfg: dict, split: Split) -> tuple[StackedContractiveAutoencoder, dict]:
+        """The chosen CAE (its model from the CAE stage) with a second CAE trained on its
+        codes of the training images (``d`` = the first layer's units for the weight's
+        scale). The time is the second layer's: the first is counted in its own stage."""
+        first = ContractiveAutoencoder.load(
+            self.out / "models" / _slug(f"CAE lambda={cfg['contractive_weight']:g}"),
+            device=self.device)
+        second_cfg = {"name": cfg["name"], "contractive_weight": cfg["stacked_weight"]}
+        folder = self.out / "models" / _slug(cfg["name"])
+        if (folder / "model.json").exists():
+            second = ContractiveAutoencoder.load(folder, device=self.device)
+        else:
+            codes = first.transform(split.X_train)
+            second = self._autoencoder(second_cfg, codes.shape[1]).fit(codes)
+            second.save(folder)
+        stack = StackedContractiveAutoencoder.from_encoders([first, second])
+        return stack, {"pretrain_time_s": second.fit_time_, "pretrain_epochs": second.n_epochs_}
+
+    def _encoder(self, result: dict) -> ContractiveAutoencoder | StackedContractiveAutoencoder:
+        """The pre-trained encoder of a finished stage, loaded from ``models/``."""
+        if result["family"] == "CAE-2":
+            first = ContractiveAutoencoder.load(
+                self.out / "models" / _slug(f"CAE lambda={result['contractive_weight']:g}"),
+                device=self.device)
+            second = ContractiveAutoencoder.load(self.out / "models" / _slug(result["name"]),
+                                                 device=self.device)
+            return StackedContractiveAutoencoder.from_encoders([first, second])
+        return ContractiveAutoencoder.load(self.out / "models" / _slug(result["name"]),
+                                           device=self.device)
+
     def _measures(self, est: ContractiveAutoencoder, split: Split) -> dict:
         X = split.X_test[: self.protocol.analysis_points * 4]
         k, d = est.n_components, split.d
@@ -285,7 +327,10 @@ class Experiment:
         t0 = time.perf_counter()
         result = {**cfg, "finetune_settings": settings}
         est = None
-        if cfg["family"] != "random init":
+        if cfg["family"] == "CAE-2":  # the measures are a one-layer CAE's: none here
+            est, info = self._stack(cfg, split)
+            result.update(info)
+        elif cfg["family"] != "random init":
             est, info = self._pretrain(cfg, split)
             result.update(info)
             result.update(self._measures(est, split))
@@ -312,7 +357,8 @@ class Experiment:
             if cfg["family"] != "CAE":
                 results.append(self.run_configuration(cfg, split))
         chosen = {fam: min((r for r in results if r["family"] == fam),
-                           key=lambda r: r["valid_error"]) for fam in FAMILIES}
+                           key=lambda r: r["valid_error"])
+                  for fam in FAMILIES if any(r["family"] == fam for r in results)}
         readouts = self._readouts(chosen, split)
         figures = self._figures(chosen, split)
         summary = {
@@ -338,8 +384,7 @@ class Experiment:
         for fam, r in chosen.items():
             if fam == "random init":
                 continue
-            est = ContractiveAutoencoder.load(self.out / "models" / _slug(r["name"]),
-                                              device=self.device)
+            est = self._encoder(r)
             out[fam] = readout_errors(est.transform(split.X_train[:n]), split.y_train[:n],
                                       est.transform(split.X_test), split.y_test)
         return out
@@ -353,10 +398,9 @@ class Experiment:
         radii = np.linspace(0.0, 1.2 * distances["max"], 25)
         curves, spectra_ = {}, {}
         for fam, r in chosen.items():
-            if fam == "random init":
+            if fam in ("random init", "CAE-2"):  # the figures are of one-layer CAEs
                 continue
-            est = ContractiveAutoencoder.load(self.out / "models" / _slug(r["name"]),
-                                              device=self.device)
+            est = self._encoder(r)
             curves[fam] = est.contraction_curve(X, radii)
             spectra_[fam] = est.singular_values(X[: min(m, 30)])
         figures = {
@@ -389,7 +433,7 @@ def compute_time(result: dict) -> float:
 
 
 _PARAM_NAMES = {"contractive_weight": "lambda", "higher_order_weight": "gamma",
-                "weight_decay": "wd"}
+                "stacked_weight": "lambda2", "weight_decay": "wd"}
 
 
 def format_table(summary: dict) -> str:

@@ -2,7 +2,9 @@
 
 Pre-trains a CAE (grid over the contractive weight), a CAE+H, an AE with weight decay and a
 plain AE (1000 sigmoid units, tied weights, sigmoid decoder, cross-entropy), fine-tunes each
-into a 784-1000-10 MLP, adds the same MLP from random weights, chooses every family's
+into a 784-1000-10 MLP, adds the same MLP from random weights and, beside the paper's Table
+1, the stacked CAE-2 (a second CAE on the chosen CAE's codes, fine-tuned as 784-1000-1000-10),
+chooses every family's
 hyper-parameters on the validation error, and writes results.json, table.md and figures
 (contraction curves, spectra) to --out. Rerun the same command to resume a stopped run; a
 rerun that changes only fine-tuning options keeps the pre-trained models.
@@ -32,6 +34,10 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _floats_or_none(text: str) -> tuple[float, ...]:
+    return () if text.strip().lower() == "none" else _floats(text)
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="reproduce a paper's experiment (rifai2011: MNIST Table 1)",
@@ -49,6 +55,9 @@ def register(sub) -> None:
                    help="CAE+H weights tried, paper scale (default 0.1)")
     p.add_argument("--weight-decays", type=_floats, metavar="WD,...",
                    help="AE+wd weight decays tried, paper scale (default 0.01)")
+    p.add_argument("--stacked-weights", type=_floats_or_none, metavar="W2,...",
+                   help="CAE-2 second-layer weights tried, paper scale (default 0.1; 'none' "
+                        "leaves CAE-2 out)")
     p.add_argument("--pretrain-epochs", type=int, metavar="INT")
     p.add_argument("--finetune-epochs", type=int, metavar="INT")
     p.add_argument("--finetune-dropout", type=float, metavar="FLOAT",
@@ -64,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ("contractive_weights", args.weights),
         ("higher_order_weights", args.higher_order_weights),
         ("weight_decays", args.weight_decays),
+        ("stacked_weights", args.stacked_weights),
         ("pretrain_epochs", args.pretrain_epochs),
         ("finetune_epochs", args.finetune_epochs),
         ("finetune_dropout", args.finetune_dropout),
