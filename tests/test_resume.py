@@ -157,11 +157,16 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, reference):
 
 def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     """(Resuming after Ctrl-C is test_cli.py::test_ctrl_c_during_checkpoint_write_...)"""
-    out = tmp_path / "run"
-    proc = _start(out)
-    assert _wait_for_progress(proc, out, 2), "finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        proc = _start(out)
+        assert _wait_for_progress(proc, out, 2), "finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+        finished = proc.returncode == 0 and (out / "model.safetensors").exists()
+        if not finished:
+            break
+        # on a loaded machine the whole run can end before the signal lands: again
     assert proc.returncode == 130, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
