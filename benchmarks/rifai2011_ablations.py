@@ -23,7 +23,8 @@ the variants run replace theirs, the others stay.
 * ``seed-1`` / ``seed-2``: fine-tuning seeds (the spread of the default's figure).
 * ``cae2-dropout``: not the paper's architecture, its CAE-2: a second CAE (1000 sigmoid
   units, tied, cross-entropy, weight 0.1 on the paper's scale, 50 Adam epochs) trained on the
-  default CAE's codes, the 784-1000-1000-10 stack fine-tuned as ``dropout``.
+  default CAE's codes, the 784-1000-1000-10 stack fine-tuned as ``dropout``;
+  ``cae2-dropout-seed-1``: the same with fine-tuning seed 1.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ DROPOUT = {"dropout": 0.5, "lr_patience": 20, "n_iter_no_change": 40, "max_epoch
 FINETUNE.update({"dropout": DROPOUT, "dropout-seed-1": {**DROPOUT, "random_state": 1},
                  "dropout-seed-2": {**DROPOUT, "random_state": 2},
                  "dropout-input": {**DROPOUT, "input_dropout": 0.2}})
-STACK = {"cae2-dropout": DROPOUT}
+STACK = {"cae2-dropout": DROPOUT, "cae2-dropout-seed-1": {**DROPOUT, "random_state": 1}}
 VARIANTS = ("default", *FINETUNE, *PRETRAIN, *STACK)
 
 
