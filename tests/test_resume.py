@@ -35,11 +35,18 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    """A suite started in the background (``nohup ... &``) inherits SIGINT ignored, and so
+    would the child: Python then installs no KeyboardInterrupt handler. Ctrl-C as a user's
+    terminal delivers it needs the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "contractive", *ARGS, "--out", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-        cwd=out.parent,
+        cwd=out.parent, preexec_fn=_default_sigint,
     )
 
 
