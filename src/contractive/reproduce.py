@@ -252,41 +252,42 @@ class Experiment:
     def _pretrain(self, cfg: dict, split: Split) -> tuple[ContractiveAutoencoder, dict]:
         folder = self.out / "models" / _slug(cfg["name"])
         if (folder / "model.json").exists():
-            est = ContractiveAutoencoder.load(folder, device=self.device)
+            est = self._model(cfg["name"])
             return est, {"pretrain_time_s": est.fit_time_, "pretrain_epochs": est.n_epochs_}
         est = self._autoencoder(cfg, split.d).fit(split.X_train)
         est.save(folder)
         return est, {"pretrain_time_s": est.fit_time_, "pretrain_epochs": est.n_epochs_}
 
+    def _model(self, name: str) -> ContractiveAutoencoder:
+        """The saved pre-trained model of configuration ``name`` (``models/NAME``)."""
+        return ContractiveAutoencoder.load(self.out / "models" / _slug(name), device=self.device)
+
+    @staticmethod
+    def _first_layer_name(cfg: dict) -> str:
+        """The CAE stage whose model is the first layer of a CAE-2 configuration."""
+        return f"CAE lambda={cfg['contractive_weight']:g}"
+
     def _stack(self, cfg: dict, split: Split) -> tuple[StackedContractiveAutoencoder, dict]:
         """The chosen CAE (its model from the CAE stage) with a second CAE trained on its
         codes of the training images (``d`` = the first layer's units for the weight's
         scale). The time is the second layer's: the first is counted in its own stage."""
-        first = ContractiveAutoencoder.load(
-            self.out / "models" / _slug(f"CAE lambda={cfg['contractive_weight']:g}"),
-            device=self.device)
-        second_cfg = {"name": cfg["name"], "contractive_weight": cfg["stacked_weight"]}
-        folder = self.out / "models" / _slug(cfg["name"])
-        if (folder / "model.json").exists():
-            second = ContractiveAutoencoder.load(folder, device=self.device)
+        first = self._model(self._first_layer_name(cfg))
+        if (self.out / "models" / _slug(cfg["name"]) / "model.json").exists():
+            second = self._model(cfg["name"])
         else:
             codes = first.transform(split.X_train)
+            second_cfg = {"contractive_weight": cfg["stacked_weight"]}
             second = self._autoencoder(second_cfg, codes.shape[1]).fit(codes)
-            second.save(folder)
+            second.save(self.out / "models" / _slug(cfg["name"]))
         stack = StackedContractiveAutoencoder.from_encoders([first, second])
         return stack, {"pretrain_time_s": second.fit_time_, "pretrain_epochs": second.n_epochs_}
 
     def _encoder(self, result: dict) -> ContractiveAutoencoder | StackedContractiveAutoencoder:
         """The pre-trained encoder of a finished stage, loaded from ``models/``."""
         if result["family"] == "CAE-2":
-            first = ContractiveAutoencoder.load(
-                self.out / "models" / _slug(f"CAE lambda={result['contractive_weight']:g}"),
-                device=self.device)
-            second = ContractiveAutoencoder.load(self.out / "models" / _slug(result["name"]),
-                                                 device=self.device)
-            return StackedContractiveAutoencoder.from_encoders([first, second])
-        return ContractiveAutoencoder.load(self.out / "models" / _slug(result["name"]),
-                                           device=self.device)
+            return StackedContractiveAutoencoder.from_encoders(
+                [self._model(self._first_layer_name(result)), self._model(result["name"])])
+        return self._model(result["name"])
 
     def _measures(self, est: ContractiveAutoencoder, split: Split) -> dict:
         X = split.X_test[: self.protocol.analysis_points * 4]
