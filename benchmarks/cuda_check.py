@@ -3,12 +3,15 @@
     python benchmarks/cuda_check.py --data-dir DIR [--json OUT]
 
 Trains the seed configuration (784-64-784, MNIST subset), a deep encoder with the exact
-penalty (784-256-64, autograd step) and a fine-tuned classifier twice
-from the same seed, once through ``training.GraphedSteps`` and once eagerly
+penalty (784-256-64, autograd step), the same with the one-probe estimate, a one-layer CAE+H,
+and a fine-tuned classifier without and with dropout twice from the same seed, once through
+``training.GraphedSteps`` and once eagerly
 (``CONTRACTIVE_CUDA_GRAPHS=0``), and prints the largest weight difference, the losses and
 the time of each. Both must agree to float32 rounding, and each graphed fit must have
 captured its graphs. The classifier runs a plateau schedule with patience 1, so that a
-learning-rate drop, where one happens, is crossed by graphs captured again.
+learning-rate drop, where one happens, is crossed by graphs captured again. The estimate,
+CAE+H and dropout draw random numbers inside the graphs (from the trainer's generator,
+registered with each graph): equal weights show that a replay draws what eager steps draw.
 """
 
 from __future__ import annotations
@@ -71,26 +74,45 @@ def main() -> int:
                                       learning_rate=1e-3, max_epochs=2, device="cuda",
                                       random_state=0).fit(X)
 
+    def estimate():
+        return ContractiveAutoencoder(n_components=64, hidden_layer_sizes=(256,),
+                                      penalty_method="hutchinson", n_probes=1,
+                                      contractive_weight=1e-3, learning_rate=1e-3, max_epochs=2,
+                                      device="cuda", random_state=0).fit(X)
+
+    def cae_h():
+        return ContractiveAutoencoder(n_components=64, contractive_weight=1e-3,
+                                      higher_order_weight=1e-3, learning_rate=1e-3,
+                                      max_epochs=2, device="cuda", random_state=0).fit(X)
+
+    def dropout():
+        return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=4, dropout=0.5,
+                                   input_dropout=0.2, device="cuda", random_state=0).fit(
+            X[:15000], y[:15000], X[15000:], y[15000:])
+
     def clf():
         # plateau patience 1: a learning-rate drop captures the graphs again
         return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=8, lr_patience=1,
                                    device="cuda", random_state=0).fit(
             X[:15000], y[:15000], X[15000:], y[15000:])
 
-    for name, make in (("cae", cae), ("deep", deep), ("classifier", clf)):
+    cases = {"cae": cae, "deep": deep, "estimate": estimate, "cae_h": cae_h,
+             "classifier": clf, "dropout": dropout}
+    for name, make in cases.items():
         original = _counting_capture(name)
         (g, tg), (e, te) = _fit(make, True), _fit(make, False)
         training.GraphedSteps.capture = classmethod(original)
         diffs = [float((a - b).abs().max()) for a, b in
                  zip(g.module_.state_dict().values(), e.module_.state_dict().values())]
-        key = "loss" if name == "classifier" else "reconstruction"
+        classifier = name in ("classifier", "dropout")
+        key = "loss" if classifier else "reconstruction"
         out[name] = {
             "max_weight_difference": max(diffs),
             "graphed_last": g.history_[-1][key], "eager_last": e.history_[-1][key],
             "graphed_s": tg, "eager_s": te,
         }
         out[name]["graph_captures"] = captures.pop(name, 0)
-        if name in ("cae", "deep"):
+        if not classifier:
             out[name]["test_mse"] = [-g.score(ds.X_test), -e.score(ds.X_test)]
         else:
             out[name]["test_error"] = [g.error(ds.X_test, ds.y_test),
@@ -100,7 +122,7 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     ok = all(np.isfinite(out[k]["max_weight_difference"]) and out[k]["graph_captures"] > 0
-             and out[k]["max_weight_difference"] < 1e-2 for k in ("cae", "deep", "classifier"))
+             and out[k]["max_weight_difference"] < 1e-2 for k in cases)
     return 0 if ok else 1
 
 

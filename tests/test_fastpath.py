@@ -7,7 +7,7 @@ from contractive import fastpath
 from contractive.models import CAEConfig, ContractiveAutoencoderModule
 
 CASES = [
-    dict(activation=a) for a in sorted(fastpath.SECOND_DERIVATIVES)
+    dict(activation=a) for a in sorted(fastpath.CURVATURES)
 ] + [
     dict(tied_weights=True),
     dict(output_activation="sigmoid"),

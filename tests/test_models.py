@@ -406,15 +406,20 @@ def test_hutchinson_and_higher_order_gradients_reach_encoder():
     assert (grads[0.0, 0.5] - grads[0.0, 0.0]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("kw, safe", [
-    ({}, True),  # the hand-derived one-layer step
-    ({"hidden_layer_sizes": (5,), "penalty_method": "exact"}, True),
-    ({"hidden_layer_sizes": (5,), "penalty_method": "hutchinson"}, False),  # draws probes
+@pytest.mark.parametrize("kw, draws", [
+    ({}, False),  # the hand-derived one-layer step
+    ({"hidden_layer_sizes": (5,), "penalty_method": "exact"}, False),
+    ({"hidden_layer_sizes": (5,), "penalty_method": "hutchinson"}, True),  # probes
     ({"hidden_layer_sizes": (5,), "penalty_method": "exact", "contractive_weight": 0.0},
-     False),  # the logged penalty of a plain deep auto-encoder is an estimate
-    ({"higher_order_weight": 0.1}, False),  # CAE+H draws noise
+     True),  # the logged penalty of a plain deep auto-encoder is an estimate
+    ({"higher_order_weight": 0.1}, True),  # CAE+H draws noise
 ])
-def test_graph_safe_only_without_random_draws(kw, safe):
+def test_draws_random_only_for_probes_and_noise(kw, draws):
     cfg = dict(in_features=8, n_components=3, contractive_weight=0.1)
     cfg.update(kw)
-    assert ContractiveAutoencoderModule(CAEConfig(**cfg), seed=0).graph_safe is safe
+    module = ContractiveAutoencoderModule(CAEConfig(**cfg), seed=0)
+    assert module.graph_safe and module.draws_random is draws
+    if not draws:  # a step without draws leaves the generator where it was
+        gen = torch.Generator().manual_seed(0)
+        module.forward_backward(torch.rand(4, 8), generator=gen)
+        assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())

@@ -14,6 +14,7 @@ from contractive.training import (
     _graphable,
     canonical_device,
     epoch_batches,
+    graphs_capture_generators,
     resolve_device,
 )
 
@@ -77,11 +78,19 @@ def test_graphable_needs_cuda_data_on_the_trainer_device_and_a_graph_safe_module
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     on = SimpleNamespace(device=torch.device("cuda", 0))
     trainer = SimpleNamespace(device=canonical_device("cuda"),
-                              module=SimpleNamespace(graph_safe=True))
+                              module=SimpleNamespace(graph_safe=True, draws_random=False))
     assert _graphable(trainer, (on,))
     assert not _graphable(trainer, (on, SimpleNamespace(device=CPU)))  # host-resident data
     assert not _graphable(SimpleNamespace(device=trainer.device,
                                           module=SimpleNamespace(graph_safe=False)), (on,))
+    random = SimpleNamespace(device=trainer.device,
+                             module=SimpleNamespace(graph_safe=True, draws_random=True))
+    assert _graphable(random, (on,)) == graphs_capture_generators()
+    undeclared = SimpleNamespace(device=trainer.device, module=SimpleNamespace(graph_safe=True))
+    assert _graphable(undeclared, (on,)) == graphs_capture_generators()  # taken to draw
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", type("OldGraph", (), {}))  # an older torch
+    assert not graphs_capture_generators() and not _graphable(random, (on,))
+    assert _graphable(trainer, (on,))  # no draws: graphed all the same
     monkeypatch.setenv("CONTRACTIVE_CUDA_GRAPHS", "0")
     assert not _graphable(trainer, (on,))
     assert not _graphable(SimpleNamespace(device=CPU, module=trainer.module),
@@ -112,6 +121,26 @@ def test_cuda_trainer_captures_graphs_and_matches_eager(monkeypatch):
         weights.append([p.detach().cpu() for p in trainer.module.parameters()])
     for a, b in zip(*weights):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphs_draw_dropout_masks_as_eager_steps_do(monkeypatch):
+    from contractive.classifier import ClassifierModule
+
+    x, y = _data(n=2000, d=6), torch.randint(0, 3, (2000,), generator=torch.Generator())
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CONTRACTIVE_CUDA_GRAPHS", flag)
+        module = ClassifierModule([6, 16], 3, "sigmoid", seed=0, dropout=0.5, input_dropout=0.2)
+        trainer = Trainer(module, TrainConfig(batch_size=10, max_epochs=2, optimizer="sgd",
+                                              learning_rate=0.1), "cuda")
+        trainer.fit((x.cuda(), y.cuda()))
+        assert (trainer._graphs is not None) == (flag == "1" and graphs_capture_generators())
+        results.append(([p.detach().cpu() for p in module.parameters()],
+                        trainer.noise_gen.get_state()))
+    for a, b in zip(results[0][0], results[1][0]):
+        torch.testing.assert_close(a, b)
+    assert torch.equal(results[0][1], results[1][1])  # the generator advanced alike
 
 
 def test_train_config_rejects_unknown_optimizer():

@@ -49,7 +49,7 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("identity", lambda z: z, lambda z, h: torch.ones_like(z)),
-        Activation("sigmoid", torch.sigmoid, lambda z, h: h * (1.0 - h)),
+        Activation("sigmoid", torch.sigmoid, lambda z, h: torch.addcmul(h, h, h, value=-1.0)),
         Activation("tanh", torch.tanh, lambda z, h: 1.0 - h * h),
         Activation("relu", F.relu, lambda z, h: (z > 0).to(z.dtype)),
         Activation(

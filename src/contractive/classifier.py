@@ -122,9 +122,14 @@ class ClassifierModule(nn.Module):
 
     @property
     def graph_safe(self) -> bool:
-        """No host syncs; random draws only with dropout: CUDA graphs may capture a step
-        without it."""
-        return self.dropout == 0.0 and self.input_dropout == 0.0
+        """No host syncs, and random draws only from the generator given: CUDA graphs may
+        capture a step (with dropout, where torch can register that generator)."""
+        return True
+
+    @property
+    def draws_random(self) -> bool:
+        """Whether a training step draws dropout masks."""
+        return self.dropout > 0.0 or self.input_dropout > 0.0
 
     def logits(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``(B, d) -> (B, n_classes)``; dropout (from ``generator``) in training mode."""

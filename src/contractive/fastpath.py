@@ -9,14 +9,17 @@ squared error ``2 (r - x) / (B d)``, times ``r (1 - r)`` after a sigmoid; for th
 cross-entropy on logits ``(sigmoid(logits) - x) / (B d)``) and ``w_j = ||W_j||^2``:
 
     dV = g^T h                      dc = sum_b g
-    dz = (g V) * s' + (2 lambda / B) * w * s' * s''
-    dW = dz^T x + (2 lambda / B) * (sum_b s'^2)_j W_j   (+ dV^T when tied)
+    dz = (g V) * s' + (2 lambda / B) * w * s'^2 * (s'' / s')
+    dW = dz^T x + 2 lambda * (mean_b s'^2)_j W_j   (+ dV^T when tied)
     db = sum_b dz
 
 This is about half the operations of the autograd step (the same GEMMs, far fewer small
-kernels), which is what bounds a batch-100 step on a CPU or a GPU. It applies to one-layer
-encoders with an activation whose second derivative is listed in ``SECOND_DERIVATIVES``
-and no CAE+H term; ``applies`` says when, and the module falls back to autograd otherwise.
+kernels), which is what bounds a batch-100 step on a CPU or a GPU: on a GPU each kernel
+costs 2-3 us however small, so the step is written to launch few (about 23 for the seed
+configuration: scales folded into ``g``, ``addcmul`` for products of three factors, the
+penalty from the column means ``mean_b s'^2`` that ``dW`` needs anyway). It applies to
+one-layer encoders with an activation whose ``s'' / s'`` is listed in ``CURVATURES`` and no
+CAE+H term; ``applies`` says when, and the module falls back to autograd otherwise.
 ``tests/test_fastpath.py`` checks it against autograd for every case it covers.
 """
 
@@ -29,22 +32,23 @@ import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
-#: ``s''(z)`` from ``(z, h, s'(z))``, for the activations the fast path covers.
-SECOND_DERIVATIVES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "sigmoid": lambda z, h, d1: d1 * (1 - 2 * h),
-    "tanh": lambda z, h, d1: -2 * h * d1,
-    "softplus": lambda z, h, d1: d1 * (1 - d1),  # s' = sigmoid(z)
-    "elu": lambda z, h, d1: torch.where(z > 0, torch.zeros_like(z), d1),
-    "relu": lambda z, h, d1: torch.zeros_like(z),
-    "leaky_relu": lambda z, h, d1: torch.zeros_like(z),
-    "identity": lambda z, h, d1: torch.zeros_like(z),
+#: ``s''(z) / s'(z)`` from ``(z, h, s'(z))``, for the activations the fast path covers
+#: (``None`` where ``s'' = 0``: the penalty's gradient then has no curvature term).
+CURVATURES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor] | None] = {
+    "sigmoid": lambda z, h, d1: torch.rsub(h, 1.0, alpha=2.0),  # s'' = s' (1 - 2h)
+    "tanh": lambda z, h, d1: h * -2.0,  # s'' = -2 h s'
+    "softplus": lambda z, h, d1: torch.rsub(d1, 1.0),  # s' = sigmoid(z), s'' = s' (1 - s')
+    "elu": lambda z, h, d1: (z <= 0).to(z.dtype),  # s'' = s' = e^z for z <= 0, else 0
+    "relu": None,
+    "leaky_relu": None,
+    "identity": None,
 }
 
 
 def applies(config) -> bool:
     """Whether ``one_layer_step`` computes this configuration's gradient."""
     return (not config.hidden_layer_sizes and config.higher_order_weight == 0
-            and config.penalty_method == "closed_form" and config.activation in SECOND_DERIVATIVES)
+            and config.penalty_method == "closed_form" and config.activation in CURVATURES)
 
 
 def _accumulate(param: Tensor, grad: Tensor) -> None:
@@ -71,39 +75,37 @@ def one_layer_step(module, x: Tensor) -> dict[str, Tensor]:
         h = act.fn(z)
         d1 = act.derivative(z, h)
         logits = torch.addmm(c, h, V.T)  # (B, d)
-        # g is kept unscaled (one pass less over the (B, d) tensor); its factor ``scale``
-        # goes into the GEMMs' alpha and the small results instead
-        scale = 1.0 / (batch * d)
+        # g carries the 1 / (B d) of the mean, so no GEMM's result needs rescaling
+        inv = 1.0 / (batch * d)
         if cfg.loss == "bce":
             rec = F.binary_cross_entropy_with_logits(logits, x)
-            g = torch.sigmoid(logits).sub_(x)
+            g = torch.sigmoid(logits).sub_(x).mul_(inv)
         elif cfg.output_activation == "sigmoid":
             out = torch.sigmoid(logits)
-            err = out - x
-            rec = torch.dot(err.view(-1), err.view(-1)) * scale
-            g = err.mul_(out * (1 - out))
-            scale *= 2.0
+            err = out.sub(x)
+            rec = torch.dot(err.view(-1), err.view(-1)).mul_(inv)
+            g = err.mul_(torch.addcmul(out, out, out, value=-1.0)).mul_(2.0 * inv)
         else:
             err = logits.sub_(x)
-            rec = torch.dot(err.view(-1), err.view(-1)) * scale
-            g = err
-            scale *= 2.0
-        w = torch.linalg.vector_norm(W, dim=1).square_()  # (k,) squared row norms
-        d1_sq = d1 * d1
-        pen = (d1_sq @ w).mean()
-        grad_V = torch.mm(g.T, h).mul_(scale)  # (d, k)
-        dz = torch.mm(g, V).mul_(d1).mul_(scale)  # (B, k)
-        if lam:
-            second = SECOND_DERIVATIVES[cfg.activation](z, h, d1)
-            dz.add_(d1 * second * w, alpha=2 * lam / batch)
+            rec = torch.dot(err.view(-1), err.view(-1)).mul_(inv)
+            g = err.mul_(2.0 * inv)
+        w = torch.bmm(W.unsqueeze(1), W.unsqueeze(2)).view(-1)  # (k,) squared row norms
+        d1_sq = d1 * d1  # (B, k)
+        d1_sq_mean = d1_sq.mean(0)  # (k,)
+        pen = torch.dot(d1_sq_mean, w)
+        grad_V = g.T @ h  # (d, k)
+        dz = torch.mm(g, V).mul_(d1)  # (B, k)
+        curvature = CURVATURES[cfg.activation]
+        if lam and curvature is not None:
+            dz.addcmul_(d1_sq, curvature(z, h, d1).mul_(w), value=2 * lam / batch)
         grad_W = dz.T @ x  # (k, d)
         if lam:
-            grad_W.addcmul_(W, d1_sq.sum(0).unsqueeze(1), value=2 * lam / batch)
+            grad_W.addcmul_(W, d1_sq_mean.unsqueeze(1), value=2 * lam)
         if cfg.tied_weights:
             grad_W.add_(grad_V.T)
         else:
             _accumulate(module.decoder.weights[0], grad_V)
         _accumulate(W, grad_W)
         _accumulate(b, dz.sum(0))
-        _accumulate(c, g.sum(0).mul_(scale))
-    return {"reconstruction": rec, "penalty": pen, "loss": rec + lam * pen}
+        _accumulate(c, g.sum(0))
+    return {"reconstruction": rec, "penalty": pen, "loss": torch.add(rec, pen, alpha=lam)}

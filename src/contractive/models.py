@@ -198,16 +198,23 @@ class ContractiveAutoencoderModule(nn.Module):
 
     @property
     def graph_safe(self) -> bool:
-        """Whether a training step can be captured as a CUDA graph (``training.py``): one that
-        draws no random numbers and never syncs with the host. That is the hand-derived
-        one-layer step, and any encoder trained with the exact penalty (closed form or the
-        Gram-matrix route) and no CAE+H term; not the estimate (it draws probes), nor a plain
-        deep auto-encoder (its logged penalty is an estimate)."""
+        """Whether a training step can be captured as a CUDA graph (``training.py``): it never
+        syncs with the host, and draws random numbers (see ``draws_random``) only from the
+        generator it is given. True of every configuration."""
+        return True
+
+    @property
+    def draws_random(self) -> bool:
+        """Whether a training step draws random numbers: the estimate's probes, the CAE+H
+        noise, or the one-probe estimate logged for a plain deep auto-encoder. Not the
+        hand-derived one-layer step, nor any encoder trained with the exact penalty (closed
+        form or the Gram-matrix route) and no CAE+H term. A CUDA graph captures such draws
+        only where torch can register the trainer's generator with it."""
         cfg = self.config
-        return fastpath.applies(cfg) or (
+        return not (fastpath.applies(cfg) or (
             cfg.higher_order_weight == 0 and cfg.contractive_weight > 0
             and cfg.penalty_method in ("closed_form", "exact")
-        )
+        ))
 
     # -- inference ----------------------------------------------------------------------
 

@@ -15,11 +15,13 @@ Design notes
 * ``Trainer.state_dict()`` holds everything needed to resume (module, optimizer, random
   generators, epoch, history, early-stopping state), and ``callbacks`` run after each epoch,
   which is where checkpoints (on rank 0) hook in.
-* On CUDA, modules that declare ``graph_safe`` (no random draws, no host syncs in a step)
-  train through ``GraphedSteps``: ``GRAPH_STEPS`` whole steps (batch gather, forward,
-  backward, optimizer) captured as one CUDA graph and replayed, the batch indices copied into
-  a static buffer in between; the last few batches of an epoch run eagerly. Set
-  ``CONTRACTIVE_CUDA_GRAPHS=0`` to train eagerly throughout.
+* On CUDA, modules that declare ``graph_safe`` (no host syncs in a step, random draws only
+  from the generator passed in) train through ``GraphedSteps``: ``GRAPH_STEPS`` whole steps
+  (batch gather, forward, backward, optimizer) captured as one CUDA graph and replayed, the
+  batch indices copied into a static buffer in between; the last few batches of an epoch
+  run eagerly. A module whose step ``draws_random`` (dropout, probes, noise) is graphed
+  only where torch can register the trainer's generator with the graph, so each replay
+  draws fresh numbers. Set ``CONTRACTIVE_CUDA_GRAPHS=0`` to train eagerly throughout.
 * A non-finite loss ends training with ``NonFiniteLossError``; the module is restored to
   its weights after the last good epoch first.
 """
@@ -424,10 +426,19 @@ GRAPH_STEPS = 8
 _WARMUP_STEPS = 3
 
 
+def graphs_capture_generators() -> bool:
+    """Whether this torch's CUDA graphs can capture draws from a generator of our own
+    (``CUDAGraph.register_generator_state``): then a replay draws fresh numbers, as eager
+    steps would, and the generator's state advances with it."""
+    return hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+
+
 def _graphable(trainer: Trainer, data: tuple[Tensor, ...]) -> bool:
     import os
 
-    return (trainer.device.type == "cuda" and bool(getattr(trainer.module, "graph_safe", False))
+    module = trainer.module
+    return (trainer.device.type == "cuda" and bool(getattr(module, "graph_safe", False))
+            and (not getattr(module, "draws_random", True) or graphs_capture_generators())
             and all(t.device == trainer.device for t in data)
             and os.environ.get("CONTRACTIVE_CUDA_GRAPHS", "1") != "0")
 
@@ -437,9 +448,11 @@ class GraphedSteps:
 
     The graph gathers its batches from the resident data through ``index`` (``(K, B)``
     int64, static), runs each step (forward, backward, optimizer) and adds the terms, times
-    ``B``, into ``acc``. It is tied to the data tensors, the batch size and the learning
-    rates it was captured with (``matches``), and dropped when the optimizer's state is
-    replaced. Capture failing is not fatal: training goes on eagerly, with a warning.
+    ``B``, into ``acc``; the trainer's noise generator is registered with it, so random
+    draws advance at each replay as they would eagerly. It is tied to the data tensors, the
+    batch size and the learning rates it was captured with (``matches``), and dropped when
+    the optimizer's state is replaced. Capture failing is not fatal: training goes on
+    eagerly, with a warning.
     """
 
     def __init__(self, graph, index: Tensor, acc: Tensor, names: list[str], key: tuple) -> None:
@@ -472,6 +485,8 @@ class GraphedSteps:
         done += _WARMUP_STEPS
         index = batches[done].new_empty((K, B))
         graph = torch.cuda.CUDAGraph()
+        if graphs_capture_generators():  # dropout masks, probes, noise: fresh at each replay
+            graph.register_generator_state(trainer.noise_gen)
         try:
             with torch.cuda.graph(graph):
                 for k in range(K):

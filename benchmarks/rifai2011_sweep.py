@@ -1,0 +1,121 @@
+"""What moves the one-layer CAE's MNIST error after fine-tuning: a sweep sized for a GPU.
+
+    python benchmarks/rifai2011_sweep.py --data-dir DIR --out DIR [--models DIR]
+        [--workers 4] [--deadline-s 300] [--device cuda] [--quick]
+
+Each row fine-tunes a 784-1000-10 MLP from a one-layer CAE (1000 sigmoid units, tied,
+cross-entropy, as ``contractive reproduce rifai2011``) with the reproduction's fine-tuning
+settings (``Protocol``) and one change, and reports its validation and test error. The
+first layers come from ``--models`` (a reproduction run's ``models/`` folder: its
+``CAE_lambda_0.1`` and ``CAE_lambda_0.3``) or are pre-trained here (the ``pretrain-*``
+rows). Any choice among rows is made on validation error; the test column is reported,
+never used to choose.
+
+Rows run in order of priority across ``--workers`` processes (row ``i`` on worker
+``i mod workers``); a worker starts no row after ``--deadline-s``. Each finished row is one
+JSON line in ``OUT/sweep-W.jsonl``, so a run cut short keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FINETUNE = {
+    "base": {},
+    "seed-1": {"random_state": 1},
+    "seed-2": {"random_state": 2},
+    "input-dropout-0.2": {"input_dropout": 0.2},
+    "input-dropout-0.1": {"input_dropout": 0.1},
+    "lr-0.1": {"learning_rate": 0.1},
+    "lr-0.02": {"learning_rate": 0.02},
+    "long": {"max_epochs": 600, "n_iter_no_change": 80, "lr_patience": 40},
+    "dropout-0.3": {"dropout": 0.3},
+    "batch-50": {"batch_size": 50},
+    "momentum-0.95": {"momentum": 0.95},
+    "wd-1e-5": {"weight_decay": 1e-5},
+}
+# (row name, first layer: "cpu:lambda" for a model of --models, or "pretrain:lambda:epochs")
+ROWS = [(f"{ft} lambda {lam}", f"cpu:{lam}", ft) for ft in FINETUNE for lam in (0.1, 0.3)]
+ROWS += [(f"pretrain-{ep} lambda {lam}", f"pretrain:{lam}:{ep}", "base")
+         for lam, ep in ((0.1, 50), (0.3, 50), (0.05, 50), (0.2, 50), (0.5, 50), (1.0, 50),
+                         (0.1, 150), (0.3, 150))]
+
+
+def _first_layer(source: str, split, protocol, args):
+    from contractive import ContractiveAutoencoder
+
+    kind, lam, *rest = source.split(":")
+    if kind == "cpu":
+        return ContractiveAutoencoder.load(Path(args.models) / f"CAE_lambda_{lam}",
+                                           device=args.device)
+    return ContractiveAutoencoder(
+        n_components=protocol.n_hidden, activation="sigmoid", output_activation="sigmoid",
+        tied_weights=True, loss="bce", contractive_weight=float(lam) / split.d,
+        optimizer="adam", learning_rate=1e-3, batch_size=100,
+        max_epochs=2 if args.quick else int(rest[0]), device=args.device,
+        random_state=0).fit(split.X_train)
+
+
+def worker(args, index: int) -> None:
+    from contractive import FineTunedClassifier
+    from contractive.reproduce import Protocol, mnist_split
+
+    start = time.perf_counter()
+    p = Protocol.quick_protocol() if args.quick else Protocol()
+    split = mnist_split(p, args.data_dir)
+    out = Path(args.out) / f"sweep-{index}.jsonl"
+    for name, source, ft in ROWS[index::args.workers]:
+        if time.perf_counter() - start > args.deadline_s:
+            break
+        if source.startswith("cpu:") and not args.models:
+            continue
+        t0 = time.perf_counter()
+        cae = _first_layer(source, split, p, args)
+        t1 = time.perf_counter()
+        params = dict(hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
+                      batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
+                      n_iter_no_change=p.finetune_patience, lr_patience=p.finetune_lr_patience,
+                      dropout=p.finetune_dropout, input_dropout=p.finetune_input_dropout,
+                      device=args.device, random_state=p.seed)
+        params.update(FINETUNE[ft])
+        clf = FineTunedClassifier(cae, **params).fit(split.X_train, split.y_train,
+                                                     split.X_valid, split.y_valid)
+        row = {"row": name, "first_layer": source, "finetune": FINETUNE[ft],
+               "valid_error": clf.best_validation_error_,
+               "test_error": clf.error(split.X_test, split.y_test),
+               "epochs": clf.n_epochs_, "best_epoch": clf.best_epoch_,
+               "pretrain_s": round(t1 - t0, 1), "finetune_s": round(clf.fit_time_, 1)}
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", help="a reproduction run's models/ folder")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--deadline-s", type=float, default=300.0)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="the reproduction's --quick sizes")
+    ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.worker is not None:
+        worker(args, args.worker)
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--worker", str(i)],
+                              env=env) for i in range(args.workers)]
+    return max(p.wait() for p in procs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
