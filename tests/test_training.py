@@ -14,6 +14,7 @@ from contractive.training import (
     _graphable,
     canonical_device,
     epoch_batches,
+    gather,
     graphs_capture_generators,
     resolve_device,
 )
@@ -141,6 +142,13 @@ def test_cuda_graphs_draw_dropout_masks_as_eager_steps_do(monkeypatch):
     for a, b in zip(results[0][0], results[1][0]):
         torch.testing.assert_close(a, b)
     assert torch.equal(results[0][1], results[1][1])  # the generator advanced alike
+
+
+def test_gather_takes_the_same_rows_of_every_tensor():
+    x, y = _data(n=50, d=4), torch.arange(50)
+    idx = torch.tensor([7, 3, 3, 49])
+    gx, gy = gather((x, y), idx)
+    assert torch.equal(gx, x[idx]) and torch.equal(gy, y[idx]) and gx.is_contiguous()
 
 
 def test_train_config_rejects_unknown_optimizer():

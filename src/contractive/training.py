@@ -173,6 +173,13 @@ def epoch_batches(
     return torch.split(perm, batch_size)
 
 
+def gather(data: tuple[Tensor, ...], idx: Tensor) -> list[Tensor]:
+    """The rows ``idx`` (int64, on the data's device) of every tensor of ``data``.
+    ``index_select``, not ``t[idx]``: on a CPU it copies a batch of 100 MNIST rows in about
+    10 us against 77 us for advanced indexing; on a GPU both are one kernel."""
+    return [t.index_select(0, idx) for t in data]
+
+
 class Trainer:
     """Fits a module whose ``forward(x, generator)`` returns a dict with a ``"loss"`` term.
 
@@ -296,7 +303,8 @@ class Trainer:
             else None
         done = 0
         if graphs is None:  # the first step, eager, names the terms
-            terms = self._step([t[batches[0]].to(self.device, non_blocking=True) for t in data])
+            terms = self._step([b.to(self.device, non_blocking=True)
+                                for b in gather(data, batches[0])])
             names = list(terms)
             acc = torch.zeros(len(names), device=self.device)
             acc.add_(torch.stack([terms[k] for k in names]), alpha=batches[0].shape[0])
@@ -308,7 +316,7 @@ class Trainer:
         if graphs is not None:
             done = graphs.replay(batches, done)
         for idx in batches[done:]:
-            terms = self._step([t[idx].to(self.device, non_blocking=True) for t in data])
+            terms = self._step([b.to(self.device, non_blocking=True) for b in gather(data, idx)])
             acc.add_(torch.stack([terms[k] for k in names]), alpha=idx.shape[0])
         return dict(zip(names, acc.unbind()))
 
@@ -479,7 +487,7 @@ class GraphedSteps:
         side.wait_stream(torch.cuda.current_stream(trainer.device))
         with torch.cuda.stream(side):
             for idx in batches[done : done + _WARMUP_STEPS]:
-                terms = trainer._step([t[idx] for t in data])
+                terms = trainer._step(gather(data, idx))
                 acc.add_(torch.stack([terms[k] for k in names]), alpha=B)
         torch.cuda.current_stream(trainer.device).wait_stream(side)
         done += _WARMUP_STEPS
@@ -490,7 +498,7 @@ class GraphedSteps:
         try:
             with torch.cuda.graph(graph):
                 for k in range(K):
-                    terms = trainer._step([t[index[k]] for t in data])
+                    terms = trainer._step(gather(data, index[k]))
                     acc.add_(torch.stack([terms[n] for n in names]), alpha=B)
         except RuntimeError as exc:  # an op that cannot be captured: stay eager
             warnings.warn(f"CUDA graph capture failed ({exc}); training eagerly",
