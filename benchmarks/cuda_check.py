@@ -117,12 +117,18 @@ def main() -> int:
         else:
             out[name]["test_error"] = [g.error(ds.X_test, ds.y_test),
                                        e.error(ds.X_test, ds.y_test)]
+    out["graphs_capture_generators"] = training.graphs_capture_generators()
     print(json.dumps(out, indent=1))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
-    ok = all(np.isfinite(out[k]["max_weight_difference"]) and out[k]["graph_captures"] > 0
-             and out[k]["max_weight_difference"] < 1e-2 for k in cases)
+    # steps that draw random numbers are graphed only where torch registers generators
+    drawing = {"estimate", "cae_h", "dropout"}
+    ok = all(np.isfinite(out[k]["max_weight_difference"])
+             and out[k]["max_weight_difference"] < 1e-2
+             and (out[k]["graph_captures"] > 0
+                  or (k in drawing and not out["graphs_capture_generators"]))
+             for k in cases)
     return 0 if ok else 1
 
 

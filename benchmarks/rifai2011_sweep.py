@@ -9,7 +9,8 @@ settings (``Protocol``) and one change, and reports its validation and test erro
 first layers come from ``--models`` (a reproduction run's ``models/`` folder: its
 ``CAE_lambda_0.1`` and ``CAE_lambda_0.3``) or are pre-trained here (the ``pretrain-*``
 rows). Any choice among rows is made on validation error; the test column is reported,
-never used to choose.
+never used to choose. A rerun into the same ``--out`` skips the rows already there; a row
+that fails (a diverged fine-tuning, say) is recorded with its error.
 
 Rows run in order of priority across ``--workers`` processes (row ``i`` on worker
 ``i mod workers``); a worker starts no row after ``--deadline-s``. Each finished row is one
@@ -63,38 +64,49 @@ def _first_layer(source: str, split, protocol, args):
 
 
 def worker(args, index: int) -> None:
-    from contractive import FineTunedClassifier
     from contractive.reproduce import Protocol, mnist_split
 
     start = time.perf_counter()
     p = Protocol.quick_protocol() if args.quick else Protocol()
     split = mnist_split(p, args.data_dir)
     out = Path(args.out) / f"sweep-{index}.jsonl"
+    done = {json.loads(line)["row"] for f in Path(args.out).glob("sweep-*.jsonl")
+            for line in f.read_text().splitlines() if line.strip()}
     rows = [r for r in ROWS if not args.only or r[0].startswith(tuple(args.only))]
     for name, source, ft in rows[index::args.workers]:
         if time.perf_counter() - start > args.deadline_s:
             break
-        if source.startswith("cpu:") and not args.models:
-            continue
-        t0 = time.perf_counter()
-        cae = _first_layer(source, split, p, args)
-        t1 = time.perf_counter()
-        params = dict(hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
-                      batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
-                      n_iter_no_change=p.finetune_patience, lr_patience=p.finetune_lr_patience,
-                      dropout=p.finetune_dropout, input_dropout=p.finetune_input_dropout,
-                      device=args.device, random_state=p.seed)
-        params.update(FINETUNE[ft])
-        clf = FineTunedClassifier(cae, **params).fit(split.X_train, split.y_train,
-                                                     split.X_valid, split.y_valid)
-        row = {"row": name, "first_layer": source, "finetune": FINETUNE[ft],
-               "valid_error": clf.best_validation_error_,
-               "test_error": clf.error(split.X_test, split.y_test),
-               "epochs": clf.n_epochs_, "best_epoch": clf.best_epoch_,
-               "pretrain_s": round(t1 - t0, 1), "finetune_s": round(clf.fit_time_, 1)}
+        if name in done or (source.startswith("cpu:") and (not args.models or args.quick)):
+            continue  # done by an earlier run; or no (full-size) models to start from
+        try:
+            row = _run_row(name, source, ft, split, p, args)
+        except (RuntimeError, ValueError, FloatingPointError) as exc:  # e.g. a diverged run
+            row = {"row": name, "first_layer": source, "finetune": FINETUNE[ft],
+                   "error": f"{type(exc).__name__}: {exc}"}
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+
+
+def _run_row(name: str, source: str, ft: str, split, p, args) -> dict:
+    from contractive import FineTunedClassifier
+
+    t0 = time.perf_counter()
+    cae = _first_layer(source, split, p, args)
+    t1 = time.perf_counter()
+    params = dict(hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
+                  batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
+                  n_iter_no_change=p.finetune_patience, lr_patience=p.finetune_lr_patience,
+                  dropout=p.finetune_dropout, input_dropout=p.finetune_input_dropout,
+                  device=args.device, random_state=p.seed)
+    params.update(FINETUNE[ft])
+    clf = FineTunedClassifier(cae, **params).fit(split.X_train, split.y_train,
+                                                 split.X_valid, split.y_valid)
+    return {"row": name, "first_layer": source, "finetune": FINETUNE[ft],
+            "valid_error": clf.best_validation_error_,
+            "test_error": clf.error(split.X_test, split.y_test),
+            "epochs": clf.n_epochs_, "best_epoch": clf.best_epoch_,
+            "pretrain_s": round(t1 - t0, 1), "finetune_s": round(clf.fit_time_, 1)}
 
 
 def main() -> int:
@@ -116,7 +128,8 @@ def main() -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--worker", str(i)],
                               env=env) for i in range(args.workers)]
-    return max(p.wait() for p in procs)
+    codes = [p.wait() for p in procs]
+    return next((c for c in codes if c != 0), 0)  # a worker killed by a signal is negative
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ def test_fast_step_equals_autograd(kw):
     fast, slow = _module(**kw), _module(**kw)
     assert fastpath.applies(fast.config)
     x = torch.rand(6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    if kw.get("activation") == "elu":  # both branches of its curvature are exercised
+        z = x @ fast.encoder.layers[0].weight.T + fast.encoder.layers[0].bias
+        assert (z > 0).any() and (z <= 0).any()
     terms = fast.forward_backward(x)
     ref = slow(x)
     ref["loss"].backward()
@@ -61,3 +64,18 @@ def test_other_configurations_use_autograd(kw):
     terms = m.forward_backward(x)
     assert all(p.grad is not None for p in m.parameters())
     assert not terms["loss"].requires_grad
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kw", [{}, dict(output_activation="sigmoid", loss="bce",
+                                         tied_weights=True)])
+def test_fast_step_equals_autograd_on_cuda(kw):
+    # the GPU computes the squared row norms by a batched GEMV, the CPU by a norm
+    fast, slow = _module(**kw).cuda(), _module(**kw).cuda()
+    x = torch.rand(6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).cuda()
+    terms = fast.forward_backward(x)
+    ref = slow(x)
+    ref["loss"].backward()
+    torch.testing.assert_close(terms["loss"], ref["loss"].detach(), rtol=1e-12, atol=1e-14)
+    for p, q in zip(fast.parameters(), slow.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-13)

@@ -413,13 +413,15 @@ def test_hutchinson_and_higher_order_gradients_reach_encoder():
     ({"hidden_layer_sizes": (5,), "penalty_method": "exact", "contractive_weight": 0.0},
      True),  # the logged penalty of a plain deep auto-encoder is an estimate
     ({"higher_order_weight": 0.1}, True),  # CAE+H draws noise
+    ({"penalty_method": "hutchinson"}, True),  # one layer, estimated: probes
+    ({"activation": "gelu", "contractive_weight": 0.0}, False),  # autograd, closed form logged
 ])
 def test_draws_random_only_for_probes_and_noise(kw, draws):
     cfg = dict(in_features=8, n_components=3, contractive_weight=0.1)
     cfg.update(kw)
     module = ContractiveAutoencoderModule(CAEConfig(**cfg), seed=0)
     assert module.graph_safe and module.draws_random is draws
-    if not draws:  # a step without draws leaves the generator where it was
+    if not draws:  # a step without draws leaves the generator where it was (any path)
         gen = torch.Generator().manual_seed(0)
         module.forward_backward(torch.rand(4, 8), generator=gen)
         assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())

@@ -151,6 +151,15 @@ def test_gather_takes_the_same_rows_of_every_tensor():
     assert torch.equal(gx, x[idx]) and torch.equal(gy, y[idx]) and gx.is_contiguous()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gather_moves_the_indices_to_each_tensor():
+    # inputs too large for the GPU stay on the host while the targets move to it
+    x, y = _data(n=50, d=4), torch.arange(50, device="cuda")
+    gx, gy = gather((x, y), torch.tensor([7, 3]))
+    assert gx.device.type == "cpu" and gy.device.type == "cuda"
+    assert torch.equal(gy.cpu(), torch.tensor([7, 3]))
+
+
 def test_train_config_rejects_unknown_optimizer():
     with pytest.raises(ValueError, match="optimizer='rmsprop'.*adam, sgd"):
         TrainConfig(optimizer="rmsprop")

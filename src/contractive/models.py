@@ -205,16 +205,16 @@ class ContractiveAutoencoderModule(nn.Module):
 
     @property
     def draws_random(self) -> bool:
-        """Whether a training step draws random numbers: the estimate's probes, the CAE+H
-        noise, or the one-probe estimate logged for a plain deep auto-encoder. Not the
-        hand-derived one-layer step, nor any encoder trained with the exact penalty (closed
-        form or the Gram-matrix route) and no CAE+H term. A CUDA graph captures such draws
-        only where torch can register the trainer's generator with it."""
+        """Whether a training step draws random numbers: the estimate's probes
+        (``hutchinson``), the CAE+H noise, or the one-probe estimate logged for a plain deep
+        auto-encoder. Not the exact penalty (closed form or the Gram-matrix route) without
+        CAE+H, nor a plain one-layer auto-encoder (its logged penalty is the closed form). A
+        CUDA graph captures such draws only where torch can register the trainer's
+        generator with it."""
         cfg = self.config
-        return not (fastpath.applies(cfg) or (
-            cfg.higher_order_weight == 0 and cfg.contractive_weight > 0
-            and cfg.penalty_method in ("closed_form", "exact")
-        ))
+        if cfg.penalty_method == "hutchinson" or cfg.higher_order_weight > 0:
+            return True
+        return cfg.contractive_weight == 0 and bool(cfg.hidden_layer_sizes)
 
     # -- inference ----------------------------------------------------------------------
 
