@@ -70,8 +70,9 @@ def worker(args, index: int) -> None:
     p = Protocol.quick_protocol() if args.quick else Protocol()
     split = mnist_split(p, args.data_dir)
     out = Path(args.out) / f"sweep-{index}.jsonl"
-    done = {json.loads(line)["row"] for f in Path(args.out).glob("sweep-*.jsonl")
-            for line in f.read_text().splitlines() if line.strip()}
+    done = {row["row"] for f in Path(args.out).glob("sweep-*.jsonl")
+            for row in map(json.loads, filter(str.strip, f.read_text().splitlines()))
+            if "error" not in row}  # a failed row is tried again
     rows = [r for r in ROWS if not args.only or r[0].startswith(tuple(args.only))]
     for name, source, ft in rows[index::args.workers]:
         if time.perf_counter() - start > args.deadline_s:
@@ -121,6 +122,20 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="the reproduction's --quick sizes")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker is None:  # bad options or data: one line, exit 2, nothing written
+        from contractive.reproduce import Protocol, mnist_split
+        from contractive.training import resolve_device
+
+        try:
+            resolve_device(args.device)
+            if args.workers < 1:
+                raise ValueError(f"--workers {args.workers} must be >= 1")
+            if args.models and not Path(args.models).is_dir():
+                raise ValueError(f"--models {args.models}: no such folder")
+            mnist_split(Protocol.quick_protocol() if args.quick else Protocol(), args.data_dir)
+        except ValueError as exc:
+            print(f"rifai2011_sweep: error: {exc}", file=sys.stderr)
+            return 2
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.worker is not None:
         worker(args, args.worker)
