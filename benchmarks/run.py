@@ -21,7 +21,10 @@ Parts:
 Targets (issue 5) are ratios: ours against the seed's Keras model on the same machine, the
 closed form's overhead, the exact penalty against the per-unit loop.
 
-Threads: ``--threads`` (default: all cores) is set for every part; run on a quiet machine.
+Threads: ``--threads`` (default: all cores) is set for every part, and on a CPU the Keras
+process is confined to as many cores; run on a quiet machine. The seed part also times the
+five matrix products of one step alone (``gemm_ceiling``): a ceiling no implementation of
+the step can pass, against which ours and Keras's speeds read as a share.
 """
 
 from __future__ import annotations
@@ -50,6 +53,50 @@ METHODS = ("none", "exact", "hutchinson-1", "hutchinson-4", "torch.func", "per-u
 # -- the seed configuration ---------------------------------------------------------------
 
 
+def _median_time(fn, device: str, reps: int = 200) -> float:
+    """Median seconds of ``fn()`` over ``reps`` calls (after a warm-up)."""
+    dev = torch.device(device)
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(reps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_ceiling(device: str, batch: int = 100, d: int = 784, k: int = 64) -> dict:
+    """The five matrix products of one seed step alone (float32): ``x W^T``, ``h V^T``,
+    ``g^T h``, ``g V``, ``dz^T x``. No training step can beat ``batch`` samples per their
+    time, whoever writes it, so ours and Keras's speeds read as a share of this ceiling.
+    On a CPU, also a 2048 x 2048 product at one thread and at the run's thread count: if
+    more threads do not speed it up, the machine has one core's worth of arithmetic."""
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    x, g = (torch.rand(batch, d, generator=gen).to(dev) for _ in range(2))
+    h, dz = (torch.rand(batch, k, generator=gen).to(dev) for _ in range(2))
+    W, V = torch.rand(k, d, generator=gen).to(dev), torch.rand(d, k, generator=gen).to(dev)
+
+    def five():
+        x @ W.T, h @ V.T, g.T @ h, g @ V, dz.T @ x
+
+    t = _median_time(five, device)
+    out = {"step_gemms_us": t * 1e6, "samples_per_s": batch / t}
+    if dev.type == "cpu":
+        A, B = torch.rand(2048, 2048, generator=gen), torch.rand(2048, 2048, generator=gen)
+        threads = torch.get_num_threads()
+        gflops = {}
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            gflops[n] = 2 * 2048**3 / _median_time(lambda: A @ B, device, reps=5) / 1e9
+        torch.set_num_threads(threads)
+        out["gemm_2048_gflops_by_threads"] = gflops
+    return out
+
+
 def bench_seed(device: str, data_dir: str | None, epochs: int, repeats: int) -> dict:
     """The seed configuration, ``repeats`` times with and without the penalty, interleaved
     (this machine's speed drifts): samples/s is the median over every epoch but the first
@@ -60,7 +107,9 @@ def bench_seed(device: str, data_dir: str | None, epochs: int, repeats: int) -> 
     ds = load_mnist(data_dir)
     X, X_test = ds.X_train[:55000], ds.X_test
     out: dict = {}
+    ceilings = []
     for _ in range(repeats):
+        ceilings.append(gemm_ceiling(device))  # between fits: this machine's speed drifts
         for name, lam in (("penalty", 1e-3), ("no penalty", 0.0)):
             est = ContractiveAutoencoder(
                 n_components=64, contractive_weight=lam, learning_rate=1e-3, batch_size=100,
@@ -91,11 +140,26 @@ def bench_seed(device: str, data_dir: str | None, epochs: int, repeats: int) -> 
             out[name]["samples_per_s"] = len(X) / statistics.median(out[name]["epoch_s"])
     out["penalty_overhead"] = (out["no penalty"]["samples_per_s"]
                                / out["penalty"]["samples_per_s"])
+    out["gemm_ceiling"] = {
+        "samples_per_s": statistics.median(c["samples_per_s"] for c in ceilings),
+        "step_gemms_us": statistics.median(c["step_gemms_us"] for c in ceilings),
+        **{k: v for k, v in ceilings[-1].items() if k.startswith("gemm_2048")},
+    }
     return out
 
 
+def _pin_to(threads: int):
+    """A ``preexec_fn`` that confines the child to ``threads`` CPUs (when fewer than all):
+    XLA sizes its thread pool from the CPUs it may use, so Keras runs with the same number
+    of cores as ours."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cpus or threads >= len(cpus):
+        return None
+    return lambda: os.sched_setaffinity(0, cpus[:threads])
+
+
 def bench_keras(python: str, data_dir: str | None, epochs: int,
-                script: Path = KERAS_SCRIPT) -> dict | None:
+                script: Path = KERAS_SCRIPT, threads: int | None = None) -> dict | None:
     if not python:
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +169,8 @@ def bench_keras(python: str, data_dir: str | None, epochs: int,
         if data_dir:
             cmd += ["--data-dir", data_dir]
         env = {**os.environ, "KERAS_BACKEND": "jax"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              preexec_fn=_pin_to(threads) if threads else None)
         if proc.returncode != 0 or not result.exists():
             return {"error": (proc.stderr or proc.stdout)[-500:]}
         data = json.loads(result.read_text())
@@ -275,6 +340,18 @@ def markdown(result: dict) -> str:
         if "penalty" in keras:
             ratio = seed["penalty"]["samples_per_s"] / keras["penalty"]["samples_per_s"]
             lines.append(f"Ours against the seed's Keras model (JAX): {ratio:.2f}x samples/s.")
+        ceil = seed.get("gemm_ceiling")
+        if ceil:
+            share = f"ours {seed['penalty']['samples_per_s'] / ceil['samples_per_s']:.0%}"
+            if "penalty" in keras:
+                share += f", Keras {keras['penalty']['samples_per_s'] / ceil['samples_per_s']:.0%}"
+            lines.append(f"Ceiling: the five matrix products of one step alone take "
+                         f"{ceil['step_gemms_us']:.0f} us, {ceil['samples_per_s']:,.0f} "
+                         f"samples/s ({share} of it).")
+            if "gemm_2048_gflops_by_threads" in ceil:
+                by = ", ".join(f"{v:.0f} GFLOP/s at {n} thread{'s' * (int(n) > 1)}"
+                               for n, v in ceil["gemm_2048_gflops_by_threads"].items())
+                lines.append(f"A 2048 x 2048 product: {by}.")
         lines.append("")
     deep = result.get("deep")
     if deep:
@@ -324,7 +401,8 @@ def main() -> int:
     if args.only in (None, "seed"):
         result["seed"] = bench_seed(args.device, data_dir, epochs, args.repeats)
         result["keras"] = bench_keras(args.keras_python, data_dir, epochs,
-                                      Path(args.keras_script))
+                                      Path(args.keras_script),
+                                      args.threads if args.device == "cpu" else None)
     if args.only in (None, "deep"):
         result["deep"] = bench_deep(args.device, steps, args.threads)
     out = Path(args.out)
