@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from contractive.cli import main
+from contractive.commands.analyze import UNTIED_NOTE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 K, D = 6, 64  # the digits run: 6 code units, 8x8 images
@@ -213,6 +214,20 @@ def test_no_baseline_and_n_points(digits_run, tmp_path, capsys):
     assert "50 points" in stdout and "plain AE" not in stdout
     for name in FIGURES:
         _check_png(run / name)
+
+
+def test_untied_run_gets_a_note_and_a_tied_run_none(digits_run, analyzed, tmp_path, capsys):
+    """An untied decoder can undo the encoder's contraction: analyze says so, once."""
+    assert analyzed["stdout"].count("note: untied decoder") == 1
+    assert analyzed["result"]["notes"] == [UNTIED_NOTE]
+    run = tmp_path / "tied"
+    code, _, err = run_cli(["train", "digits", "--out", str(run), "--max-epochs", "2",
+                            "--seed", "0", "--n-components", str(K), "--tied-weights"], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["analyze", str(run), "--no-baseline"], capsys)
+    assert code == 0, err
+    assert "note:" not in stdout
+    assert "notes" not in json.loads((run / "analysis.json").read_text())
 
 
 def test_n_points_with_baseline(digits_run, tmp_path, capsys):

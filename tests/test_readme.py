@@ -164,6 +164,16 @@ def test_quickstart_and_readme_commands_parse():
     args = parser.parse_args(shlex.split(mnist.group(1))[1:])
     assert args.data == "mnist" and args.n_components == 64
     assert args.learning_rate == 1e-3 and args.max_epochs == 3
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", _text(), flags=re.S | re.M)
+    shown = [line for lang, block in blocks if lang in ("", "sh", "bash")
+             for line in block.replace("\\\n", " ").splitlines()
+             if line.startswith("contractive ")]
+    assert any("--tied-weights" in line for line in shown), shown  # the manifold figures
+    for line in shown:
+        for part in line.split("&&"):
+            words = shlex.split(part, comments=True)
+            if words[:1] == ["contractive"]:
+                parser.parse_args(words[1:])
 
 
 def test_readme_parameter_names_exist():

@@ -26,9 +26,16 @@ from ._common import add_run_and_data, model_and_rows
 
 EXAMPLE = """examples:
   contractive analyze runs/digits
+  contractive train mnist --tied-weights --loss bce --output-activation sigmoid \
+      --contractive-weight 0.01 --n-components 64 --max-epochs 10 --out runs/mnist
   contractive analyze runs/mnist mnist --n-points 500 --json
   contractive analyze runs/mine data.csv --no-baseline"""
 BASELINE = "baseline"
+UNTIED_NOTE = (
+    "untied decoder: it can grow to undo the encoder's contraction, so the shape of the "
+    "spectrum is not the penalty's alone; the paper's faster-falling spectrum needs "
+    "--tied-weights (README, 'The learned manifold')"
+)
 
 
 def register(sub) -> None:
@@ -120,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     pca_s = np.linalg.svd(Xc, compute_uv=False)[: min(k, X.shape[1])]
     spectra_[f"PCA of the data (top {len(pca_s)})"] = pca_s
     result["pca_singular_values"] = pca_s.tolist()
+    if not est.tied_weights and est.contractive_weight > 0:
+        result["notes"] = [UNTIED_NOTE]
     write_json(run_dir / "analysis.json", result)
 
     spectra(spectra_).savefig(run_dir / "analysis_spectrum.png", dpi=100)
@@ -141,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
         return 0
     _summary(result)
+    for note in result.get("notes", []):
+        print(f"note: {note}")
     print(f"wrote {run_dir / 'analysis.json'} and analysis_*.png")
     return 0
 
