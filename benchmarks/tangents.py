@@ -15,15 +15,18 @@ energy) and by the largest gap of its log spectrum. Estimators:
 
 ``--wide`` instead compares, on the curved cases (torus, swiss roll; the sphere as a
 control) and three seeds, the default encoder against a wide one (100-512-8, contractive
-weight 30), CAE only; it writes ``tangents-wide.json`` / ``.md``.
+weight 30) and a deep one (100-256-256-8, weight 0.5, 600 epochs), CAE only; it writes
+``tangents-wide.json`` / ``.md`` (``--encoders`` reruns some, ``--workers`` in parallel).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -74,36 +77,53 @@ def run_case(name: str, embedding: str, noise: float, epochs: int) -> dict:
 
 
 WIDE = [("torus", "linear", 0.01), ("swiss_roll", "smooth", 0.01), ("sphere", "linear", 0.01)]
-ENCODERS = {"100-64-8, weight 10": ((64,), 10.0), "100-512-8, weight 30": ((512,), 30.0)}
+#: label -> (hidden layers, contractive weight, epochs)
+ENCODERS = {"100-64-8, weight 10": ((64,), 10.0, 200),
+            "100-512-8, weight 30": ((512,), 30.0, 200),
+            "100-256-256-8, weight 0.5": ((256, 256), 0.5, 600)}
 
 
-def run_wide(epochs: int, seeds: tuple[int, ...]) -> list[dict]:
-    rows = []
-    for name, embedding, noise in WIDE:
-        for seed in seeds:
-            m = make_manifold(name, 2300, ambient_dim=100, embedding=embedding, noise=noise,
-                              random_state=seed)
-            X, X_test, T, d = m.X[:2000], m.X_clean[2000:], m.tangents[2000:], m.intrinsic_dim
-            for label, (hidden, weight) in ENCODERS.items():
-                cae = ContractiveAutoencoder(**{**ENCODER, "hidden_layer_sizes": hidden,
-                                                "max_epochs": epochs, "random_state": seed,
-                                                "contractive_weight": weight}).fit(X)
-                row = {"manifold": name, "embedding": embedding, "noise": noise, "seed": seed,
-                       "encoder": label,
-                       **summary(principal_angles(cae.tangents(X_test, d), T)),
-                       "local_dimension_share": float(np.mean(cae.local_dimension(X_test) == d))}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    return rows
+def wide_one(job: tuple) -> dict:
+    (name, embedding, noise), seed, label, quick = job
+    torch.set_num_threads(1)
+    hidden, weight, epochs = ENCODERS[label]
+    m = make_manifold(name, 2300, ambient_dim=100, embedding=embedding, noise=noise,
+                      random_state=seed)
+    X, X_test, T, d = m.X[:2000], m.X_clean[2000:], m.tangents[2000:], m.intrinsic_dim
+    epochs = 50 if quick else epochs
+    t0 = time.perf_counter()
+    cae = ContractiveAutoencoder(**{**ENCODER, "hidden_layer_sizes": hidden,
+                                    "max_epochs": epochs,
+                                    "random_state": seed, "contractive_weight": weight}).fit(X)
+    row = {"manifold": name, "embedding": embedding, "noise": noise, "seed": seed,
+           "encoder": label, "epochs": epochs,
+           **summary(principal_angles(cae.tangents(X_test, d), T)),
+           "local_dimension_share": float(np.mean(cae.local_dimension(X_test) == d)),
+           "fit_s": time.perf_counter() - t0}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def run_wide(labels: list[str], seeds: tuple[int, ...], quick: bool, workers: int) -> list[dict]:
+    jobs = [(case, seed, label, quick) for case in WIDE for seed in seeds for label in labels]
+    if workers == 1:
+        return [wide_one(j) for j in jobs]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        return list(pool.map(wide_one, jobs))
 
 
 def wide_table(rows: list[dict]) -> str:
-    lines = ["| manifold (R^100, noise 0.01) | encoder | mean angle (seeds 0, 1, 2) "
-             "| local dim = d (seeds 0, 1, 2) |", "|---|---|---|---|"]
+    lines = ["| manifold (R^100, noise 0.01) | encoder | epochs | mean angle (seeds 0, 1, 2) "
+             "| local dim = d (seeds 0, 1, 2) |", "|---|---|---|---|---|"]
     for name, embedding, _ in WIDE:
         for label in ENCODERS:
-            rs = [r for r in rows if r["manifold"] == name and r["encoder"] == label]
-            lines.append(f"| {name} ({embedding}) | {label} | "
+            rs = sorted((r for r in rows if r["manifold"] == name and r["encoder"] == label),
+                        key=lambda r: r["seed"])
+            if not rs:
+                continue
+            epochs = rs[0].get("epochs", 200)  # rows before 2026-11-27 lack it: 200
+            lines.append(f"| {name} ({embedding}) | {label} | {epochs} | "
                          + ", ".join(f"{r['mean']:.1f}" for r in rs) + " | "
                          + ", ".join(f"{r['local_dimension_share']:.0%}" for r in rs) + " |")
     return "\n".join(lines) + "\n"
@@ -113,14 +133,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the first case only, 50 epochs")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--wide", action="store_true", help="default against wide encoders")
+    ap.add_argument("--wide", action="store_true",
+                    help="the default encoder against a wide and a deep one, curved manifolds")
+    ap.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=list(ENCODERS),
+                    metavar="LABEL", help="with --wide: these encoders only; the rows of the "
+                    "others are kept from an earlier tangents-wide.json")
+    ap.add_argument("--workers", type=int, default=1, help="with --wide: processes")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.workers < 1:
+        ap.error(f"--workers {args.workers} must be at least 1")
     if args.wide:
-        rows = run_wide(50 if args.quick else 200, (0,) if args.quick else (0, 1, 2))
-        (out / "tangents-wide.json").write_text(json.dumps(rows, indent=1))
+        path = out / "tangents-wide.json"
+        kept = [r for r in json.loads(path.read_text()) if r["encoder"] not in args.encoders] \
+            if path.exists() and not args.quick else []
+        rows = kept + run_wide(args.encoders, (0,) if args.quick else (0, 1, 2), args.quick,
+                               args.workers)
+        path.write_text(json.dumps(rows, indent=1))
         (out / "tangents-wide.md").write_text(wide_table(rows))
         print(wide_table(rows))
         return 0

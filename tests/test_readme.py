@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,22 @@ def test_readme_parameter_names_exist():
     values = set(ACTIVATIONS) | {"linear", "mse", "bce", "auto", "cuda", "mps", "cpu"}
     assert tokens - params - values == set()
     assert {"n_components", "hidden_layer_sizes", "contractive_weight"} <= tokens
+
+
+def test_deep_manifold_recipe_is_the_benchmarked_one():
+    """The indented recipe under "The learned manifold" builds the encoder whose rows
+    ``benchmarks/tangents.py --wide`` reports as 100-256-256-8, weight 0.5, 600 epochs."""
+    text = _section_block_text("learned manifold")
+    recipes = re.findall(r"^  ```python\n(.*?)^  ```", text, flags=re.S | re.M)
+    assert len(recipes) == 1
+    est = eval(textwrap.dedent(recipes[0]), {"ContractiveAutoencoder": ContractiveAutoencoder})
+    p = est.get_params()
+    assert (p["hidden_layer_sizes"], p["contractive_weight"], p["max_epochs"]) == \
+        ((256, 256), 0.5, 600)
+    assert p["scaling"] == "standard" and p["n_components"] == 8
+    assert "100-256-256-8, weight 0.5 | 600 |" in text
+
+
+def _section_block_text(heading_fragment: str) -> str:
+    (body,) = [b for h, b in _sections().items() if heading_fragment.lower() in h.lower()]
+    return body
