@@ -23,8 +23,9 @@ closed form's overhead, the exact penalty against the per-unit loop.
 
 Threads: ``--threads`` (default: all cores) is set for every part, and on a CPU the Keras
 process is confined to as many cores; run on a quiet machine. The seed part also times the
-five matrix products of one step alone on a CPU (``gemm_ceiling``): a ceiling no
-implementation of the step can pass, against which ours and Keras's speeds read as a share.
+five matrix products of one step alone on a CPU (``gemm_ceiling``): torch's GEMM time of
+one step, called one by one on cache-hot inputs, against which ours and Keras's speeds read
+as a share (a fused implementation could shave a little off it, not much).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,8 +73,9 @@ def _median_time(fn, device: str, reps: int = 200) -> float:
 def gemm_ceiling(device: str, batch: int = 100, d: int = 784, k: int = 64,
                  thread_scaling: bool = False) -> dict:
     """The five matrix products of one seed step alone (float32): ``x W^T``, ``h V^T``,
-    ``g^T h``, ``g V``, ``dz^T x``. No training step can beat ``batch`` samples per their
-    time, whoever writes it, so ours and Keras's speeds read as a share of this ceiling.
+    ``g^T h``, ``g V``, ``dz^T x``, called one by one on cache-hot inputs: a step that
+    computes them in float32 on this machine can hardly beat ``batch`` samples per their
+    time, so ours and Keras's speeds read as a share of this ceiling.
     On a CPU, also a 2048 x 2048 product at one thread and at the run's thread count: if
     more threads do not speed it up, the machine has one core's worth of arithmetic."""
     dev = torch.device(device)
@@ -147,22 +150,22 @@ def bench_seed(device: str, data_dir: str | None, epochs: int, repeats: int) -> 
     if not cpu:
         return out
     ceilings.append(gemm_ceiling(device, thread_scaling=True))
+    step_us = statistics.median(c["step_gemms_us"] for c in ceilings)
     out["gemm_ceiling"] = {
-        "samples_per_s": statistics.median(c["samples_per_s"] for c in ceilings),
-        "step_gemms_us": statistics.median(c["step_gemms_us"] for c in ceilings),
+        "samples_per_s": 100 / (step_us * 1e-6), "step_gemms_us": step_us,
         **{k: v for k, v in ceilings[-1].items() if k.startswith("gemm_2048")},
     }
     return out
 
 
-def _pin_to(threads: int):
-    """A ``preexec_fn`` that confines the child to ``threads`` CPUs (when fewer than all):
-    XLA sizes its thread pool from the CPUs it may use, so Keras runs with the same number
-    of cores as ours."""
+def _pinned(cmd: list[str], threads: int | None) -> list[str]:
+    """``cmd`` confined to ``threads`` CPUs with ``taskset`` (when fewer than all and
+    ``taskset`` exists): XLA sizes its thread pool from the CPUs it may use, so Keras then
+    runs on as many cores as our ``--threads``."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not cpus or threads >= len(cpus):
-        return None
-    return lambda: os.sched_setaffinity(0, cpus[:threads])
+    if not threads or not cpus or threads >= len(cpus) or not shutil.which("taskset"):
+        return cmd
+    return ["taskset", "-c", ",".join(map(str, cpus[:threads])), *cmd]
 
 
 def bench_keras(python: str, data_dir: str | None, epochs: int,
@@ -176,8 +179,7 @@ def bench_keras(python: str, data_dir: str | None, epochs: int,
         if data_dir:
             cmd += ["--data-dir", data_dir]
         env = {**os.environ, "KERAS_BACKEND": "jax"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              preexec_fn=_pin_to(threads) if threads else None)
+        proc = subprocess.run(_pinned(cmd, threads), capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not result.exists():
             return {"error": (proc.stderr or proc.stdout)[-500:]}
         data = json.loads(result.read_text())

@@ -145,14 +145,16 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.workers < 1:
         ap.error(f"--workers {args.workers} must be at least 1")
+    suffix = "-quick" if args.quick else ""  # a quick check never replaces the results
     if args.wide:
-        path = out / "tangents-wide.json"
-        kept = [r for r in json.loads(path.read_text()) if r["encoder"] not in args.encoders] \
+        encoders = list(dict.fromkeys(args.encoders))
+        path = out / f"tangents-wide{suffix}.json"
+        kept = [r for r in json.loads(path.read_text()) if r["encoder"] not in encoders] \
             if path.exists() and not args.quick else []
-        rows = kept + run_wide(args.encoders, (0,) if args.quick else (0, 1, 2), args.quick,
+        rows = kept + run_wide(encoders, (0,) if args.quick else (0, 1, 2), args.quick,
                                args.workers)
         path.write_text(json.dumps(rows, indent=1))
-        (out / "tangents-wide.md").write_text(wide_table(rows))
+        (out / f"tangents-wide{suffix}.md").write_text(wide_table(rows))
         print(wide_table(rows))
         return 0
     cases = CASES[:1] if args.quick else CASES
@@ -167,8 +169,8 @@ def main() -> int:
             f"{r['cae']['local_dimension_gap_share']:.0%} | "
             f"{r['plain_ae']['mean']:.1f} / {r['plain_ae']['p90']:.1f} | "
             f"{r['local_pca']['mean']:.1f} / {r['local_pca']['p90']:.1f} |")
-    (out / "tangents.json").write_text(json.dumps(rows, indent=1))
-    (out / "tangents.md").write_text("\n".join(lines) + "\n")
+    (out / f"tangents{suffix}.json").write_text(json.dumps(rows, indent=1))
+    (out / f"tangents{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -3,6 +3,7 @@ quickstart commands are checked against .ci/run and the command-line parser."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import textwrap
@@ -15,6 +16,7 @@ from contractive import ContractiveAutoencoder
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+BENCH = REPO / "benchmarks"
 MNIST_DIR = (REPO.parent / "shared" / "data" / "mnist").resolve()
 
 QUICKSTART = (
@@ -152,7 +154,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_quickstart_and_readme_commands_parse():
-    """Every ``contractive ...`` command the README shows parses with the real parser."""
+    """The quickstart, the inline MNIST command and every line starting with
+    ``contractive`` in the README's fenced shell blocks parse with the real parser."""
     from contractive.cli import build_parser
 
     parser = build_parser()
@@ -191,17 +194,26 @@ def test_readme_parameter_names_exist():
 
 
 def test_deep_manifold_recipe_is_the_benchmarked_one():
-    """The indented recipe under "The learned manifold" builds the encoder whose rows
-    ``benchmarks/tangents.py --wide`` reports as 100-256-256-8, weight 0.5, 600 epochs."""
+    """The indented recipe under "The learned manifold" builds the encoder that
+    ``benchmarks/tangents.py --wide`` runs as its deep encoder, and the README carries the
+    benchmark's result tables line for line."""
+    spec = importlib.util.spec_from_file_location("tangents_bench", BENCH / "tangents.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (label,) = [k for k in bench.ENCODERS if k.startswith("100-256-256-8")]
+    hidden, weight, epochs = bench.ENCODERS[label]
     text = _section_block_text("learned manifold")
     recipes = re.findall(r"^  ```python\n(.*?)^  ```", text, flags=re.S | re.M)
     assert len(recipes) == 1
     est = eval(textwrap.dedent(recipes[0]), {"ContractiveAutoencoder": ContractiveAutoencoder})
     p = est.get_params()
     assert (p["hidden_layer_sizes"], p["contractive_weight"], p["max_epochs"]) == \
-        ((256, 256), 0.5, 600)
-    assert p["scaling"] == "standard" and p["n_components"] == 8
-    assert "100-256-256-8, weight 0.5 | 600 |" in text
+        (hidden, weight, epochs)
+    assert p["scaling"] == bench.ENCODER["scaling"]
+    assert p["n_components"] == bench.ENCODER["n_components"]
+    for name in ("tangents-wide.md", "tangents-heldout.md"):
+        for line in (BENCH / "results" / name).read_text().strip().splitlines():
+            assert line in text, f"README lacks {name}'s line {line!r}"
 
 
 def _section_block_text(heading_fragment: str) -> str:

@@ -24,7 +24,7 @@ from ..plotting import codes_scatter, contraction_curves, spectra, tangent_image
 from ..runs import image_shape_for, write_json
 from ._common import add_run_and_data, model_and_rows
 
-EXAMPLE = """examples:
+EXAMPLE = r"""examples:
   contractive analyze runs/digits
   contractive train mnist --tied-weights --loss bce --output-activation sigmoid \
       --contractive-weight 0.01 --n-components 64 --max-epochs 10 --out runs/mnist
@@ -32,8 +32,8 @@ EXAMPLE = """examples:
   contractive analyze runs/mine data.csv --no-baseline"""
 BASELINE = "baseline"
 UNTIED_NOTE = (
-    "untied decoder: it can grow to undo the encoder's contraction, so the shape of the "
-    "spectrum is not the penalty's alone; the paper's faster-falling spectrum needs "
+    "untied decoder: it can grow to offset the encoder's contraction, so the spectrum may "
+    "not fall faster than a plain auto-encoder's; the paper's findings were measured with "
     "--tied-weights (README, 'The learned manifold')"
 )
 
