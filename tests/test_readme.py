@@ -40,11 +40,16 @@ def _blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"^```{lang}[ \t]*\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def _section_block(heading_fragment: str, lang: str = "python") -> str:
+def _section_block_text(heading_fragment: str) -> str:
+    """The text of the one README section whose heading contains ``heading_fragment``."""
     matches = [body for head, body in _sections().items()
                if heading_fragment.lower() in head.lower()]
     assert len(matches) == 1, f"no single README section containing {heading_fragment!r}"
-    blocks = _blocks(matches[0], lang)
+    return matches[0]
+
+
+def _section_block(heading_fragment: str, lang: str = "python") -> str:
+    blocks = _blocks(_section_block_text(heading_fragment), lang)
     assert len(blocks) == 1, f"expected one ```{lang} block under {heading_fragment!r}"
     return blocks[0]
 
@@ -168,6 +173,7 @@ def test_quickstart_and_readme_commands_parse():
     args = parser.parse_args(shlex.split(mnist.group(1))[1:])
     assert args.data == "mnist" and args.n_components == 64
     assert args.learning_rate == 1e-3 and args.max_epochs == 3
+    # every fence's language captured, so a closing fence is never taken for an opening one
     blocks = re.findall(r"^```(\w*)\n(.*?)^```", _text(), flags=re.S | re.M)
     shown = [line for lang, block in blocks if lang in ("", "sh", "bash")
              for line in block.replace("\\\n", " ").splitlines()
@@ -214,8 +220,3 @@ def test_deep_manifold_recipe_is_the_benchmarked_one():
     for name in ("tangents-wide.md", "tangents-heldout.md"):
         for line in (BENCH / "results" / name).read_text().strip().splitlines():
             assert line in text, f"README lacks {name}'s line {line!r}"
-
-
-def _section_block_text(heading_fragment: str) -> str:
-    (body,) = [b for h, b in _sections().items() if heading_fragment.lower() in h.lower()]
-    return body
