@@ -1,5 +1,7 @@
 """Manifold analysis: spectra, tangents, local dimension, contraction, against references."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,67 @@ def test_local_dimension_gap_and_energy():
         A.local_dimension(s, method="energy", energy=0)
 
 
+def test_local_dimension_rejects_bad_energy_and_spectra():
+    s = np.array([[3.0, 2.0, 1.0]])
+    for bad in ("0.8", None, 0, -0.1, 1.5, np.nan, np.inf, True, [0.8]):
+        with pytest.raises(ValueError, match=r"energy=.* must be a number in \(0, 1\]"):
+            A.local_dimension(s, energy=bad)
+    assert A.local_dimension(s, energy=1)[0] == 3  # 1 is allowed
+    assert A.local_dimension(s, energy=np.float32(0.5))[0] == 1
+    for bad in (None, ["gap"], "Energy"):
+        with pytest.raises(ValueError, match="method=.*valid: energy, gap"):
+            A.local_dimension(s, method=bad)
+    for bad in ([[1.0, np.nan]], [[1.0, -1.0]], [[np.inf, 1.0]]):
+        with pytest.raises(ValueError, match="finite singular values >= 0"):
+            A.local_dimension(bad)
+    with pytest.raises(ValueError, match="spectrum must be an array of numbers"):
+        A.local_dimension([["a", "b"]])
+    with pytest.raises(ValueError, match=r"spectrum of shape \(3,\)"):
+        A.local_dimension([3.0, 2.0, 1.0])
+
+
+def _dead_relu_jacobians(rng):
+    """Jacobians of 8 points; at points 2 and 5 every unit is off: J = 0."""
+    J = rng.normal(size=(8, 4, 6))
+    J[[2, 5]] = 0.0
+    X = np.column_stack([np.arange(8), rng.normal(size=(8, 5))])
+    return J, X, lambda Xq: J[np.asarray(Xq)[:, 0].astype(int)]
+
+
+def test_local_dimension_of_a_zero_jacobian_is_zero_without_numpy_warnings(rng):
+    J, X, jac = _dead_relu_jacobians(rng)
+    live = np.array([0, 1, 3, 4, 6, 7])
+    s = A.singular_values(jac, X)
+    assert np.all(s[[2, 5]] == 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no divide / invalid-value RuntimeWarning
+        for kw in ({}, {"method": "gap"}, {"method": "energy", "energy": 1.0}):
+            dims = A.local_dimension(s, **kw)
+            np.testing.assert_array_equal(dims[[2, 5]], [0, 0])
+            # every other point reads exactly what it reads without the dead ones
+            np.testing.assert_array_equal(dims[live], A.local_dimension(s[live], **kw))
+            assert np.all(dims[live] >= 1)
+        # a single value, and values whose squares under- or overflow: no warning either
+        np.testing.assert_array_equal(A.local_dimension(np.array([[0.0], [2.0]])), [0, 1])
+        np.testing.assert_array_equal(A.local_dimension(np.array([[0.0], [2.0]]), method="gap"),
+                                      [0, 1])
+        tiny_big = np.array([[1e-200, 1e-201, 0.0], [1e200, 1e200, 1.0]])
+        np.testing.assert_array_equal(A.local_dimension(tiny_big), [1, 2])
+
+
+def test_tangents_warn_once_about_zero_jacobians(rng):
+    J, X, jac = _dead_relu_jacobians(rng)
+    live = np.array([0, 1, 3, 4, 6, 7])
+    with pytest.warns(RuntimeWarning, match=r"zero at 2 of 8 points.*arbitrary") as record:
+        T = A.tangents(jac, X, 2)
+    assert len(record) == 1
+    assert T.shape == (8, 2, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the live points alone: no warning
+        T_live = A.tangents(jac, X[live], 2)
+    np.testing.assert_array_equal(T[live], T_live)  # unchanged, bit for bit
+
+
 def test_principal_angles_known_cases():
     e = np.eye(4)
     A_ = np.stack([e[[0, 1]], e[[0, 1]], e[[0, 1]]])
@@ -92,6 +155,52 @@ def test_contraction_curve_of_a_linear_map_is_its_mean_stretch(rng):
     assert curve[0] == pytest.approx(np.linalg.norm(U @ M.T, axis=1).mean(), rel=0.05)
     with pytest.raises(ValueError, match="radii"):
         A.contraction_curve(encode, jac, X, [-1.0])
+
+
+def test_contraction_curve_rejects_bad_arguments(rng):
+    M = rng.normal(size=(3, 5))
+    X = rng.normal(size=(10, 5))
+    encode = lambda Z: Z @ M.T  # noqa: E731
+    jac = lambda Z: np.broadcast_to(M, (len(Z), 3, 5))  # noqa: E731
+    for bad in (0, -1, 2.5, "2", None, True):
+        with pytest.raises(ValueError, match=r"n_directions=.* must be an integer >= 1"):
+            A.contraction_curve(encode, jac, X, [0.5], n_directions=bad)
+    # strings, nested lists, scalars, empty, non-finite, negative, beyond float32
+    for bad in ("a", ["1"], [None], [[0.5, 1.0]], 0.5, [], [np.nan], [np.inf], [-1.0],
+                [1e300], [0.5, 1e39]):
+        with pytest.raises(ValueError, match=r"radii=.* must be a non-empty 1-D sequence of "
+                                             r"finite numbers >= 0"):
+            A.contraction_curve(encode, jac, X, bad)
+    for bad in (-1, 2**32, "a", 2.5, True):
+        with pytest.raises(ValueError, match=r"random_state=.* must be None, an integer"):
+            A.contraction_curve(encode, jac, X, [0.5], random_state=bad)
+    for bad in (X[:0], X[0]):
+        with pytest.raises(ValueError, match=r"X of shape .* at least 1 point"):
+            A.contraction_curve(encode, jac, bad, [0.5])
+    # accepted: 0 (the limit), numpy integers, tuples, arrays, float32's largest value,
+    # every seed check_random_state takes (and a Generator); integer seeds as before
+    curve = A.contraction_curve(encode, jac, X, np.array([0, 1]), n_directions=np.int64(2),
+                                random_state=3)
+    U = np.random.default_rng(3).normal(size=(20, 5))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    np.testing.assert_allclose(curve, np.linalg.norm(U @ M.T, axis=1).mean(), rtol=1e-12)
+    assert np.isfinite(A.contraction_curve(encode, jac, X, (0.0, 3.4e38))).all()
+    for seed in (None, np.random.RandomState(0), np.random.default_rng(0)):
+        assert A.contraction_curve(encode, jac, X, [0.5], random_state=seed).shape == (1,)
+
+
+def test_contraction_curve_refuses_a_non_finite_ratio(rng):
+    """An encoder whose codes overflow (as float32 does past 3.4e38): an error, not inf."""
+    X = rng.normal(size=(6, 3))
+
+    def encode(Z):
+        with np.errstate(over="ignore"):
+            return (Z * 1e10).astype(np.float32)
+
+    jac = lambda Z: np.broadcast_to(1e10 * np.eye(3), (len(Z), 3, 3))  # noqa: E731
+    assert np.isfinite(A.contraction_curve(encode, jac, X, [0.0, 1.0])).all()
+    with pytest.raises(ValueError, match=r"ratio at radius 1e\+30 is not finite"):
+        A.contraction_curve(encode, jac, X, [1e30])
 
 
 def test_contraction_ratio_of_a_saturating_map_falls_with_radius(rng):
@@ -125,6 +234,15 @@ def test_estimator_methods_agree_with_the_analysis_functions(rng):
     assert cae.local_dimension(X[:5]).shape == (5,)
     curve = cae.contraction_curve(X[:10], [0.0, 1e-3, 0.5])
     assert curve.shape == (3,) and curve[0] == pytest.approx(curve[1], rel=1e-2)
+    # the estimator forwards its arguments to the checks above
+    with pytest.raises(ValueError, match="n_directions"):
+        cae.contraction_curve(X[:10], [0.5], n_directions=0)
+    with pytest.raises(ValueError, match="radii"):
+        cae.contraction_curve(X[:10], [1e300])
+    with pytest.raises(ValueError, match="random_state"):
+        cae.contraction_curve(X[:10], [0.5], random_state=-1)
+    with pytest.raises(ValueError, match="energy"):
+        cae.local_dimension(X[:5], energy="0.8")
 
 
 def test_tangents_of_a_cae_on_a_circle_follow_the_circle():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from contractive.cli import main
 from contractive.commands.analyze import UNTIED_NOTE
@@ -387,3 +388,14 @@ def test_baseline_follows_a_resumed_run(digits_run, analyzed, tmp_path, capsys):
     assert code == 0, err
     plain = json.loads((run / "baseline" / "model.json").read_text())["metadata"]["params"]
     assert plain["max_epochs"] == cae["max_epochs"]
+
+
+def test_one_row_is_refused_and_nothing_is_written(digits_run, analyzed, tmp_path, capsys):
+    one = tmp_path / "one.npy"
+    np.save(one, load_digits().data[:1])
+    before = _snapshot(digits_run)
+    code, stdout, err = run_cli(["analyze", str(digits_run), str(one), "--no-baseline"], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert "1 row" in err and "at least 2" in err and str(one) in err
+    assert _snapshot(digits_run) == before

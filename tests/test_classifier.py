@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.model_selection import cross_val_score
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from contractive import ContractiveAutoencoder, FineTunedClassifier, StackedContractiveAutoencoder
 from contractive.classifier import ClassifierModule, encoder_layers
@@ -164,3 +166,92 @@ def test_dropout_fit_is_deterministic_and_differs_from_no_dropout(digits):
     p0 = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(p1, p2)
     assert not np.allclose(p1, p0)
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """200 digits rows and a CAE fitted on them in one epoch: quick fits."""
+    X, y = digits.X_train[:200], digits.y_train[:200]
+    return X, y, _cae(n_components=8, max_epochs=1).fit(X)
+
+
+def test_frozen_encoder_survives_clone_cross_validation_and_grid_search(small):
+    X, y, cae = small
+    before = {k: v.clone() for k, v in cae.module_.state_dict().items()}
+    epochs, history = cae.n_epochs_, list(cae.history_)
+    clf = FineTunedClassifier(FrozenEstimator(cae), max_epochs=1, batch_size=50,
+                              random_state=0, device="cpu")
+    assert clone(clf).encoder.estimator is cae
+    scores = cross_val_score(clf, X, y, cv=2, error_score="raise")
+    assert scores.shape == (2,) and np.all(np.isfinite(scores))
+    search = GridSearchCV(clf, {"dropout": [0.0, 0.2]}, cv=2, error_score="raise").fit(X, y)
+    assert search.best_estimator_.encoder.estimator is cae
+    fitted = search.best_estimator_.module_
+    assert [layer.weight.shape for layer in fitted.layers] == [(8, 64)]
+    # the encoder was neither refitted nor modified
+    assert cae.n_epochs_ == epochs and cae.history_ == history
+    for k, v in cae.module_.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_frozen_stack_is_read_like_the_stack(digits):
+    stack = StackedContractiveAutoencoder((12, 6), base=_cae(max_epochs=1),
+                                          random_state=0).fit(digits.X_train[:200])
+    plain, frozen = encoder_layers(stack), encoder_layers(FrozenEstimator(stack))
+    for a, b in zip(plain.weights + plain.biases, frozen.weights + frozen.biases, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("encoder", [
+    _cae(), StackedContractiveAutoencoder((8, 4)),
+], ids=["cae", "stack"])
+def test_unfitted_encoder_says_so_and_suggests_frozen_estimator(small, encoder):
+    X, y, _ = small
+    with pytest.raises(ValueError, match=r"^encoder \w+ is not fitted: fit it first; .*"
+                                         r"cross_val_score.*FrozenEstimator\(encoder\)"):
+        FineTunedClassifier(encoder, max_epochs=1, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="not fitted: fit it before wrapping it in Frozen"):
+        FineTunedClassifier(FrozenEstimator(encoder), max_epochs=1, device="cpu").fit(X, y)
+
+
+def test_cloned_plain_encoder_is_refused_with_the_hint(small):
+    X, y, cae = small
+    with pytest.raises(ValueError, match=r"not fitted.*FrozenEstimator\(encoder\)"):
+        clone(FineTunedClassifier(cae, max_epochs=1, device="cpu")).fit(X, y)
+    with pytest.raises(TypeError, match=r"not FrozenEstimator\(LogisticRegression\)"):
+        FineTunedClassifier(FrozenEstimator(LogisticRegression()), device="cpu").fit(X, y)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"momentum": 1.5}, r"momentum=1.5 must be a finite number >= 0 and < 1"),
+    ({"momentum": 1.0}, "momentum=1.0"),
+    ({"momentum": -0.1}, "momentum=-0.1"),
+    ({"activation": "foo"}, "activation='foo'"),
+    ({"activation": None}, "activation=None"),
+    ({"learning_rate": 1e300}, "learning_rate=1e[+]300"),
+    ({"weight_decay": 1e300}, "weight_decay=1e[+]300"),
+    ({"momentum": 1e300}, "momentum=1e[+]300"),
+])
+def test_bad_parameters_with_an_encoder(small, params, match):
+    X, y, cae = small
+    clf = FineTunedClassifier(cae, **{"max_epochs": 1, "device": "cpu", **params})
+    with pytest.raises(ValueError, match=match):
+        clf._preflight(len(X))
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+
+
+def test_a_valid_activation_is_ignored_with_an_encoder(small):
+    X, y, cae = small
+    clf = FineTunedClassifier(cae, activation="tanh", max_epochs=1, device="cpu").fit(X, y)
+    assert clf.module_.activation == cae.module_.config.activation == "sigmoid"
+
+
+@pytest.mark.parametrize("sizes", [(0,), (), [], "10", (16, -1)])
+def test_hidden_layer_sizes_message_matches_what_is_allowed(small, sizes):
+    X, y, _ = small
+    clf = FineTunedClassifier(None, hidden_layer_sizes=sizes, max_epochs=1, device="cpu")
+    for call in (lambda: clf._preflight(len(X)), lambda: clf.fit(X, y)):
+        with pytest.raises(ValueError, match="must be a non-empty tuple of integers >= 1") as err:
+            call()
+        assert "()" not in str(err.value).split("must be")[1]

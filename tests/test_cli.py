@@ -1079,3 +1079,49 @@ def test_forgotten_label_column_gets_a_hint(csv_run, work, capsys):
     assert code == 2
     assert_one_line_error(err)
     assert "--label-column label" in err
+
+
+def test_diverged_new_run_leaves_no_folder(work, capsys):
+    code, out, err = run_cli(["train", "digits", "--out", "dv", "--learning-rate", "1e30",
+                              *FAST], capsys)
+    assert code == 1 and out == ""
+    assert_one_line_error(err)
+    assert "diverged" in err and "no run was written" in err
+    assert not (work / "dv").exists()
+
+
+def test_huge_finite_weight_is_refused_before_anything_is_written(work, capsys):
+    code, _, err = run_cli(["train", "digits", "--out", "big", "--contractive-weight", "1e300",
+                            *FAST], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "contractive_weight" in err and "float32" in err
+    assert not (work / "big").exists()
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(work, capsys):
+    (work / "mine").mkdir()
+    (work / "mine" / "notes.txt").write_text("keep")
+    code, _, err = run_cli(["train", "digits", "--out", "mine", "--resume", *FAST], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "not a run folder" in err
+    assert [p.name for p in (work / "mine").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"data": 5, "params": {}}, "'data' must be an object"),
+    ({"data": {"kind": "file"}, "params": {}}, "data.spec"),
+    ({"data": {"kind": "dataset", "spec": "digits"}, "params": "x"}, "'params'"),
+    ({"data": {"kind": "web", "spec": "digits"}, "params": {}}, "data.kind"),
+    ({"data": {"kind": "dataset", "spec": "nope"}, "params": {}}, "data.spec"),
+])
+@pytest.mark.parametrize("command", [["evaluate"], ["train", "--resume", "--out"]])
+def test_edited_run_config_is_one_line(work, capsys, config, words, command):
+    assert run_cli(["train", "digits", "--out", "r", *FAST], capsys)[0] == 0
+    (work / "r" / "config.json").write_text(json.dumps(config))
+    argv = [command[0], *command[1:], "r"] if command[0] == "train" else ["evaluate", "r"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "not a valid run config" in err and words in err

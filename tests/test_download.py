@@ -204,7 +204,7 @@ def test_truncated_transfer_is_rejected(tmp_path, server, fake_spec):
     with pytest.raises(ValueError, match="could not download") as info:
         download_dataset("mnist", dest, mirrors=(server.url,), progress=False)
     assert MNIST_FILES["train_images"] in str(info.value)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # the folder it made for the download is removed again
 
 
 def test_not_found_on_a_mirror(tmp_path, server, fake_spec):
@@ -223,7 +223,7 @@ def test_unreachable_mirror_only(tmp_path, fake_spec):
     msg = str(info.value)
     assert DEAD + f"{MNIST_FILES['train_images']}.gz" in msg and str(dest) in msg
     assert "\n" not in msg
-    assert os.listdir(dest) == []
+    assert not dest.exists()
 
 
 def test_every_mirror_error_is_listed(tmp_path, fake_spec):
@@ -448,7 +448,18 @@ def test_datasets_download_failure_is_one_line(tmp_path, fake_spec, capsys):
                           capsys)
     assert code == 2 and out == ""
     assert len(err.rstrip("\n").split("\n")) == 1 and DEAD in err
-    assert os.listdir(tmp_path / "d") == []
+    assert not (tmp_path / "d").exists()
+
+
+def test_failed_download_keeps_folders_it_did_not_make(tmp_path, fake_spec):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("x")
+    for folder in (tmp_path / "mine", tmp_path / "full", tmp_path / "full" / "a" / "b"):
+        with pytest.raises(ValueError, match="could not download"):
+            download_dataset("mnist", folder, mirrors=(DEAD,), progress=False)
+    assert (tmp_path / "mine").is_dir() and (tmp_path / "full" / "notes.txt").exists()
+    assert not (tmp_path / "full" / "a").exists()
 
 
 def test_download_timeout_is_bounded():

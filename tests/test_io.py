@@ -560,3 +560,73 @@ def test_failed_save_never_loads_as_a_mixed_model(tmp_path, fitted, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _assert_same_outputs(fitted["one-layer"], loaded, _X(1))
+
+
+# -- a digest that was recomputed after an edit: the content is still checked ------------
+
+
+def _tensors(folder: Path) -> dict:
+    from safetensors.torch import load as st_load
+
+    return st_load((folder / "model.safetensors").read_bytes())
+
+
+def _save_tensors(folder: Path, tensors: dict) -> None:
+    from safetensors.torch import save as st_save
+
+    _set_weights(folder, st_save(tensors, metadata={"format": cio.FORMAT}))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t["module.encoder.layers.0.weight"].fill_(float("nan")), "finite float32"),
+    (lambda t: t.__setitem__("extra.scale_factor", torch.zeros_like(t["extra.scale_factor"])),
+     "positive factors"),
+    (lambda t: t.__setitem__("module.encoder.layers.0.bias",
+                             t["module.encoder.layers.0.bias"].to(torch.int64)), "int64"),
+    (lambda t: t.__setitem__("module.encoder.layers.0.bias",
+                             t["module.encoder.layers.0.bias"][:-1].clone()), "shape"),
+])
+def test_edited_weights_with_a_matching_digest_are_refused(saved, edit, words):
+    tensors = {k: v.clone() for k, v in _tensors(saved).items()}
+    edit(tensors)
+    _save_tensors(saved, tensors)
+    with _raises_naming(saved, words):
+        contractive.load(saved)
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("params", "scaling", "bogus", "scaling"),
+    ("params", "learning_rate", -1, "learning_rate"),
+    ("params", "penalty_method", "zzz", "penalty_method"),
+    ("fitted", "penalty_method_", "zzz", "penalty_method_"),
+    ("fitted", "history_", "x", "history_"),
+    ("fitted", "feature_names_in_", ["a", "b"], "feature_names_in_"),
+])
+def test_edited_metadata_with_a_matching_digest_is_refused(saved, section, key, value, words):
+    cfg = json.loads((saved / "model.json").read_text())
+    cfg["metadata"][section][key] = value
+    _rewrite_config(saved, metadata=cfg["metadata"])
+    with _raises_naming(saved, "not a valid contractive model file", words):
+        contractive.load(saved)
+
+
+@pytest.mark.parametrize("path, error, words", [
+    ("", ValueError, "empty"), (3, TypeError, "str or os.PathLike"),
+])
+def test_save_refuses_bad_paths(fitted, path, error, words):
+    with pytest.raises(error, match=words):
+        fitted["one-layer"].save(path)
+
+
+def test_save_below_a_file_is_a_value_error(tmp_path, fitted):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "f" / "m")) + ".*cannot create"):
+        fitted["one-layer"].save(tmp_path / "f" / "m")
+
+
+def test_atomic_write_into_a_missing_folder_names_the_file(tmp_path):
+    target = tmp_path / "no" / "x.npy"
+    with pytest.raises(OSError) as info:
+        cio.atomic_write_bytes(target, b"x")
+    assert info.value.filename == str(target)
+    assert not (tmp_path / "no").exists()

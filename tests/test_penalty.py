@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -535,6 +536,21 @@ def test_higher_order_argument_errors():
             P.higher_order_penalty(enc, x, sigma)
     with pytest.raises(ValueError, match="n_copies"):
         P.higher_order_penalty(enc, x, 0.1, n_copies=0)
+    # not a finite number > 0: refused, not a NaN penalty or a comparison error
+    for sigma in (math.inf, -math.inf, math.nan, "a", None, True):
+        with pytest.raises(ValueError, match=r"sigma=.* must be a finite number > 0"):
+            P.higher_order_penalty(enc, x, sigma)
+    # not an integer >= 1: refused, not torch.randn's signature dump
+    for n_copies in (1.5, "2", None, True, -1):
+        with pytest.raises(ValueError, match=r"n_copies=.* must be an integer >= 1"):
+            P.higher_order_penalty(enc, x, 0.1, n_copies=n_copies)
+    for n_probes in (0, 1.5, "2"):
+        with pytest.raises(ValueError, match=r"n_probes=.* must be an integer >= 1"):
+            P.higher_order_penalty(enc, x, 0.1, method="hutchinson", n_probes=n_probes)
+    # numpy scalars are numbers
+    got = P.higher_order_penalty(enc, x, np.float64(0.1), np.int64(2), generator=gen(1))
+    want = P.higher_order_penalty(enc, x, 0.1, 2, generator=gen(1))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_higher_order_is_differentiable_and_vanishes_for_linear_encoders():
@@ -593,6 +609,79 @@ def test_penalty_entry_points_apply_the_registry():
     hutch = P.contractive_penalty(wide, x, "hutchinson", generator=gen(3))
     torch.testing.assert_close(auto, hutch, rtol=0, atol=0)
     assert not torch.allclose(auto, P.contractive_penalty(wide, x, "exact"))
+
+
+BAD_X = {  # name: (x from a good float64 batch, error type, message)
+    "1-D": (lambda x: x[0], ValueError, r"x of shape \(6,\) must be 2-D"),
+    "3-D": (lambda x: x.unsqueeze(0), ValueError, r"x of shape \(1, 5, 6\) must be 2-D"),
+    "empty": (lambda x: x[:0], ValueError, r"x of shape \(0, 6\) must hold at least 1 sample"),
+    "int64": (lambda x: x.long(), TypeError, r"x must be a floating tensor, got dtype torch.int64"),
+    "bool": (lambda x: x > 0, TypeError, r"x must be a floating tensor"),
+    "numpy": (lambda x: x.numpy(), TypeError, r"x must be a torch.Tensor.*got ndarray"),
+}
+
+
+@pytest.mark.parametrize("entry", ["penalty", "higher_order"])
+@pytest.mark.parametrize("source", ["module", "callable_module"])
+@pytest.mark.parametrize("case", sorted(BAD_X))
+def test_penalty_rejects_bad_x(case, source, entry):
+    encoder, _, _ = make_source(source, "tanh", (HID,), seed=95)
+    make, error, message = BAD_X[case]
+    bad = make(randn(B, D, seed=96))
+    for method in ("auto", "exact", "hutchinson"):
+        with pytest.raises(error, match=message):
+            if entry == "penalty":
+                P.contractive_penalty(encoder, bad, method)
+            else:
+                P.higher_order_penalty(encoder, bad, 0.1, method=method)
+
+
+@pytest.mark.parametrize("entry", ["penalty", "higher_order"])
+@pytest.mark.parametrize("hidden", [(), (HID,)], ids=["1layer", "2layers"])
+def test_penalty_rejects_x_the_encoder_cannot_take(hidden, entry):
+    """Another number of features or another dtype than the encoder's: a ValueError naming
+    x's shape and dtype, from the MLP's weights or from the generic callable's first call
+    (chained to torch's RuntimeError), never torch's RuntimeError itself."""
+    enc = module_encoder("tanh", hidden, seed=97)  # float64
+
+    def call(encoder, x, method):
+        if entry == "penalty":
+            return P.contractive_penalty(encoder, x, method)
+        return P.higher_order_penalty(encoder, x, 0.1, method=method)
+
+    narrow, single = randn(B, D - 2, seed=98), randn(B, D, seed=98).float()
+    for method in ("auto", "exact", "hutchinson"):
+        with pytest.raises(ValueError, match=r"x of shape \(5, 4\) has 4 features, .* takes 6"):
+            call(enc, narrow, method)
+        with pytest.raises(ValueError, match=r"x has dtype torch.float32 but the encoder's "
+                                             r"weights are torch.float64"):
+            call(enc, single, method)
+        for bad, what in ((narrow, r"shape \(5, 4\) and dtype torch.float64"),
+                          (single, r"shape \(5, 6\) and dtype torch.float32")):
+            with pytest.raises(ValueError, match="the encoder cannot take x of " + what) as info:
+                call(lambda t: enc(t), bad, method)
+            assert isinstance(info.value.__cause__, RuntimeError)
+    # a callable that does not return (batch, n_components) codes
+    x = randn(B, D, seed=99)
+    for wrong, got in ((lambda t: (enc(t),), "tuple"), (lambda t: enc(t)[:, 0], r"\(1,\)")):
+        with pytest.raises(ValueError, match="codes of shape .*it returned " + got):
+            call(wrong, x, "exact")
+    # the same encoder in float32 takes float32 x
+    enc32 = module_encoder("tanh", hidden, seed=97).float()
+    assert call(enc32, single, "exact").dtype == torch.float32
+    assert call(lambda t: enc32(t), single, "exact").dtype == torch.float32
+
+
+def test_penalty_rejects_bad_n_probes():
+    enc = module_encoder("tanh", (HID,), seed=94)
+    x = randn(B, D, seed=94)
+    for method in ("exact", "hutchinson"):
+        for bad in (0, 1.5, "2", None):
+            with pytest.raises(ValueError, match=r"n_probes=.* must be an integer >= 1"):
+                P.contractive_penalty(enc, x, method, n_probes=bad)
+    for bad in (1.5, "2"):
+        with pytest.raises(ValueError, match="n_probes"):
+            P.rademacher_probes(B, bad, K)
 
 
 def test_mlp_sketch_errors():

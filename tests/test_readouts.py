@@ -16,5 +16,15 @@ def test_readouts_on_separable_and_on_random_codes():
     errors = readout_errors(noise[:200], y[:200], noise[200:], y[200:])
     assert errors["linear_probe_error"] > 0.4 and errors["knn_error"] > 0.4
     cv = cross_validated_accuracies(codes, y)
-    assert cv == {"linear_probe_accuracy": 1.0, "knn_accuracy": 1.0}
+    assert cv == {"linear_probe_accuracy": 1.0, "knn_accuracy": 1.0, "knn_neighbors": 5}
     assert cross_validated_accuracies(codes, np.zeros(300)) is None
+
+
+def test_knn_uses_fewer_neighbours_when_a_fold_is_small():
+    rng = np.random.default_rng(1)
+    y = np.array([0, 0, 1, 1, 2, 2])  # two folds of three training rows each
+    codes = rng.normal(size=(6, 3)) * 0.01 + np.eye(3)[y] * 3
+    cv = cross_validated_accuracies(codes, y)
+    assert cv["knn_neighbors"] == 3
+    assert all(np.isfinite(v) for v in cv.values())
+    assert cross_validated_accuracies(codes[:5], y[:5]) is None  # class 2 has one row

@@ -33,6 +33,9 @@ def test_configurations_follow_the_selection_order():
     ({"weight_decays": (0.1, -1)}, "weight_decays"),
     ({"n_hidden": 0}, "n_hidden"),
     ({"stacked_weights": (0.1, float("nan"))}, "stacked_weights"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**40}, "seed"),
+    ({"seed": 1.5}, "seed"),
 ])
 def test_protocol_is_validated(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -120,6 +123,8 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--pretrain-epochs", "0"], "pretrain_epochs"),
     (["--finetune-dropout", "1"], "finetune_dropout"),
     (["--stacked-weights", "-1"], "stacked_weights"),
+    (["--weights", "0.1,,0.2"], "comma-separated"),
+    (["--seed", "-1"], "seed"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "r"
@@ -131,6 +136,14 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("existing", ["notes.txt", "config.json"])
+def test_experiment_refuses_a_folder_of_something_else(tmp_path, existing):
+    (tmp_path / existing).write_text("{}")
+    with pytest.raises(ValueError, match="no protocol.json"):
+        Experiment(tmp_path, Protocol.quick_protocol()).run()
+    assert [p.name for p in tmp_path.iterdir()] == [existing]
 
 
 def test_experiment_refuses_a_file_as_folder(tmp_path):

@@ -11,7 +11,8 @@ there, and tangent vectors are pushed forward to the units of the data (``tangen
   directions the code is most sensitive to, the estimated tangent plane of the manifold.
 * ``local_dimension``: per point, the number of singular values needed to hold a share
   ``energy`` (default 0.8) of ``sum_i s_i^2`` (``energy``, the default), or the position of
-  the largest gap in the log spectrum, ``argmax_i log(s_i / s_{i+1})`` (``gap``). The CAE
+  the largest gap in the log spectrum, ``argmax_i log(s_i / s_{i+1})`` (``gap``); 0 where
+  the Jacobian is zero (a locally constant encoder has no tangent direction). The CAE
   leaves the directions normal to the manifold *inside* the data's linear span less
   contracted than the directions off it; the largest log gap then often falls after them
   (it counts the span: a noisy sphere in R^100 reads 3), while their small share of the
@@ -33,9 +34,15 @@ there, and tangent vectors are pushed forward to the units of the data (``tangen
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from sklearn.utils import check_random_state
+
+from .validation import FLOAT32_MAX, check_choice, check_int
 
 JacobianFn = Callable[[np.ndarray], np.ndarray]
 #: Elements of one chunk of Jacobians.
@@ -48,6 +55,15 @@ def _chunks(X: np.ndarray, k: int, d: int):
         yield X[start : start + rows]
 
 
+def _check_points(X: Any) -> np.ndarray:
+    """``X`` as an array of shape ``(n_points, n_features)`` with ``n_points >= 1``."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise ValueError(f"X of shape {X.shape} must be 2-D (n_points, n_features) with at "
+                         "least 1 point")
+    return X
+
+
 def _shape(jac: JacobianFn, X: np.ndarray) -> tuple[int, int]:
     J = jac(X[:1])
     return J.shape[1], J.shape[2]
@@ -55,7 +71,7 @@ def _shape(jac: JacobianFn, X: np.ndarray) -> tuple[int, int]:
 
 def singular_values(jac: JacobianFn, X: np.ndarray) -> np.ndarray:
     """Singular values of ``J_f(x)`` at each point, descending: ``(n, min(k, d))``."""
-    X = np.asarray(X)
+    X = _check_points(X)
     k, d = _shape(jac, X)
     return np.concatenate([
         np.linalg.svd(jac(c).astype(np.float64), compute_uv=False) for c in _chunks(X, k, d)
@@ -72,8 +88,12 @@ def tangents(jac: JacobianFn, X: np.ndarray, n_tangents: int,
     singular vectors of the Jacobian with respect to ``x`` itself would span
     ``diag(scale)^-2`` times the tangent plane, not the plane, whenever the scale differs
     between features.)
+
+    At a point where the Jacobian is all zeros (the encoder is locally constant there, e.g.
+    every unit of a ReLU layer off) there is no tangent direction to read: its rows are
+    arbitrary orthonormal vectors, and one ``RuntimeWarning`` says how many points were so.
     """
-    X = np.asarray(X)
+    X = _check_points(X)
     k, d = _shape(jac, X)
     if not isinstance(n_tangents, (int, np.integer)) or not 1 <= n_tangents <= min(k, d):
         raise ValueError(
@@ -81,13 +101,21 @@ def tangents(jac: JacobianFn, X: np.ndarray, n_tangents: int,
             f"n_features) = {min(k, d)}"
         )
     out = []
+    n_flat = 0
     for c in _chunks(X, k, d):
-        _, _, vh = np.linalg.svd(jac(c).astype(np.float64), full_matrices=False)
+        _, sv, vh = np.linalg.svd(jac(c).astype(np.float64), full_matrices=False)
+        n_flat += int(np.sum(sv[:, 0] == 0))  # the largest singular value: J == 0
         v = vh[:, :n_tangents, :]  # (m, t, d)
         if scale is not None:
             q, _ = np.linalg.qr(np.swapaxes(v * np.asarray(scale, dtype=np.float64), 1, 2))
             v = np.swapaxes(q, 1, 2)
         out.append(v)
+    if n_flat:
+        warnings.warn(
+            f"the encoder's Jacobian is zero at {n_flat} of {len(X)} points (a locally "
+            "constant encoder, e.g. saturated or dead units): their tangent rows are arbitrary",
+            RuntimeWarning, stacklevel=2,
+        )
     return np.concatenate(out)
 
 
@@ -102,21 +130,49 @@ def local_dimension(spectrum: np.ndarray, *, method: str = LOCAL_DIMENSION_METHO
 
     method: ``energy`` (the fewest singular values holding a share ``energy`` of
     ``sum_i s_i^2``) or ``gap`` (the largest ratio between consecutive singular values).
+    energy: a number in ``(0, 1]`` (checked whatever the method). spectrum: finite values
+    ``>= 0``.
+
+    A point whose singular values are all zero (the encoder is locally constant there, e.g.
+    every unit saturated or dead) has no tangent direction: its local dimension is 0, by
+    either method.
     """
-    s = np.maximum(np.asarray(spectrum, dtype=np.float64), np.finfo(np.float64).tiny)
-    if s.ndim != 2 or s.shape[1] < 1:
-        raise ValueError(f"spectrum of shape {s.shape} must be (n_points, n_values)")
+    check_choice("method", method, ("energy", "gap"))
+    if (isinstance(energy, bool) or not isinstance(energy, numbers.Real)
+            or not 0 < energy <= 1):  # (NaN fails the comparison)
+        raise ValueError(f"energy={energy!r} must be a number in (0, 1]")
+    try:
+        raw = np.asarray(spectrum, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"spectrum must be an array of numbers: {exc}") from exc
+    if raw.ndim != 2 or raw.shape[1] < 1:
+        raise ValueError(f"spectrum of shape {raw.shape} must be (n_points, n_values)")
+    if not np.all(np.isfinite(raw)) or np.any(raw < 0):
+        raise ValueError("spectrum must hold finite singular values >= 0")
+    flat = ~np.any(raw > 0, axis=1)  # all-zero rows: dimension 0
+    s = np.maximum(raw, np.finfo(np.float64).tiny)
     if method == "gap":
         if s.shape[1] < 2:
-            return np.ones(len(s), dtype=np.int64)
-        gaps = np.log(s[:, :-1]) - np.log(s[:, 1:])
-        return gaps.argmax(1).astype(np.int64) + 1
-    if method == "energy":
-        if not 0 < energy <= 1:
-            raise ValueError(f"energy={energy!r} must be in (0, 1]")
-        share = np.cumsum(s**2, 1) / np.sum(s**2, 1, keepdims=True)
-        return (share < energy - 1e-12).sum(1).astype(np.int64) + 1
-    raise ValueError(f"method={method!r} is not known; valid: gap, energy")
+            dims = np.ones(len(s), dtype=np.int64)
+        else:
+            gaps = np.log(s[:, :-1]) - np.log(s[:, 1:])
+            dims = gaps.argmax(1).astype(np.int64) + 1
+        dims[flat] = 0
+        return dims
+    with np.errstate(over="ignore", under="ignore"):
+        sq = s**2
+        total = np.sum(sq, 1, keepdims=True)
+    # rows whose squares under- or overflow (values near 1e-154 or 1e154): the share is
+    # scale-free, so compute it on the row divided by its largest value
+    odd = (~np.isfinite(total[:, 0]) | (total[:, 0] == 0)) & ~flat
+    if np.any(odd):
+        sq[odd] = (raw[odd] / raw[odd].max(1, keepdims=True)) ** 2
+        total[odd] = np.sum(sq[odd], 1, keepdims=True)
+    total[flat] = 1.0  # (any value: these rows are set to 0 below)
+    share = np.cumsum(sq, 1) / total
+    dims = (share < energy - 1e-12).sum(1).astype(np.int64) + 1
+    dims[flat] = 0
+    return dims
 
 
 def principal_angles(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -141,12 +197,21 @@ def contraction_curve(
 
     ``u`` is drawn uniformly on the unit sphere (``n_directions`` per point); at ``r = 0``
     the ratio is its limit ``||J_f(x) u||``. Radii are in the units of ``X``.
+
+    radii: a non-empty 1-D sequence of finite numbers ``>= 0`` and at most float32's
+    largest value (the network computes in float32). n_directions: an integer ``>= 1``.
+    random_state: what ``sklearn.utils.check_random_state`` accepts (None, an integer
+    between 0 and 2**32 - 1, a ``numpy.random.RandomState``) or a ``numpy.random.Generator``;
+    an integer or None seeds ``numpy.random.default_rng``.
     """
-    X = np.asarray(X, dtype=np.float64)
-    radii = np.asarray(radii, dtype=np.float64).ravel()
-    if radii.size == 0 or np.any(~np.isfinite(radii)) or np.any(radii < 0):
-        raise ValueError("radii must be a non-empty list of finite numbers >= 0")
-    rng = np.random.default_rng(random_state)
+    X = _check_points(X)
+    try:
+        X = X.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X must be an array of numbers: {exc}") from exc
+    radii = _check_radii(radii)
+    n_directions = check_int("n_directions", n_directions, 1)
+    rng = _check_rng(random_state)
     X0 = np.repeat(X, n_directions, axis=0)
     U = rng.normal(size=X0.shape)
     U /= np.linalg.norm(U, axis=1, keepdims=True)
@@ -161,7 +226,47 @@ def contraction_curve(
         else:
             H1 = encode(X0 + r * U).astype(np.float64)
             ratios.append(float(np.mean(np.linalg.norm(H1 - H0, axis=1) / r)))
+        if not np.isfinite(ratios[-1]):
+            raise ValueError(
+                f"the contraction ratio at radius {r:g} is not finite: the codes of X or of "
+                "X + r u are not finite (a radius too large for the network's float32 input?)"
+            )
     return np.asarray(ratios)
+
+
+def _check_radii(radii: Any) -> np.ndarray:
+    """A non-empty 1-D float64 array of finite radii in ``[0, FLOAT32_MAX]``."""
+    msg = (f"radii={radii!r} must be a non-empty 1-D sequence of finite numbers >= 0 "
+           f"(and at most {FLOAT32_MAX:.3g}, float32's largest)")
+    try:
+        arr = np.asarray(radii)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(msg) from exc
+    if arr.dtype.kind not in "iuf" or arr.ndim != 1 or arr.size == 0:
+        raise ValueError(msg)
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > FLOAT32_MAX):
+        raise ValueError(msg)
+    return arr
+
+
+def _check_rng(random_state: Any) -> np.random.Generator | np.random.RandomState:
+    """A generator for ``random_state`` (see ``contraction_curve``); an integer or None
+    seeds ``default_rng`` as before, whose draws differ from a ``RandomState``'s."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    try:
+        if isinstance(random_state, bool):
+            raise ValueError("a bool is not a seed")
+        state = check_random_state(random_state)
+    except ValueError as exc:
+        raise ValueError(
+            f"random_state={random_state!r} must be None, an integer between 0 and 2**32 - 1, "
+            "a numpy RandomState or a numpy Generator"
+        ) from exc
+    if random_state is None or isinstance(random_state, numbers.Integral):
+        return np.random.default_rng(random_state)
+    return state
 
 
 def pairwise_distance_summary(X: np.ndarray, *, max_points: int = 2000,

@@ -24,13 +24,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.frozen import FrozenEstimator  # scikit-learn >= 1.6, the minimum supported
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .activations import ACTIVATIONS
+from .estimator import ContractiveAutoencoder
 from .models import glorot_init_
+from .stacking import StackedContractiveAutoencoder
 from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, resolve_device
 from .validation import check_choice, check_float, check_hidden, check_int
 
@@ -51,20 +54,37 @@ class EncoderLayers:
     scale: np.ndarray
 
 
+def _encoder_parts(encoder: Any) -> list[Any]:
+    """The fitted ``ContractiveAutoencoder`` layers of ``encoder`` (one, or a stack's), with a
+    ``FrozenEstimator`` unwrapped; one clear error when it is none of those, or unfitted."""
+    frozen = isinstance(encoder, FrozenEstimator)
+    inner = encoder.estimator if frozen else encoder
+    parts = getattr(inner, "encoders_", None)
+    if parts is None and hasattr(inner, "module_"):
+        parts = [inner]
+    if parts:
+        return list(parts)
+    name = type(inner).__name__
+    if isinstance(inner, (ContractiveAutoencoder, StackedContractiveAutoencoder)):
+        hint = ("fit it before wrapping it in FrozenEstimator" if frozen else
+                "fit it first; for clone, cross_val_score or GridSearchCV (which replace it "
+                "with an unfitted copy), pass FrozenEstimator(encoder), from sklearn.frozen")
+        raise ValueError(f"encoder {name} is not fitted: {hint}")
+    shown = f"FrozenEstimator({name})" if frozen else name
+    raise TypeError(
+        "encoder must be a fitted ContractiveAutoencoder or StackedContractiveAutoencoder "
+        f"(optionally wrapped in sklearn.frozen.FrozenEstimator) or None, not {shown}"
+    )
+
+
 def encoder_layers(encoder: Any) -> EncoderLayers:
-    """The layers of a fitted ``ContractiveAutoencoder`` or ``StackedContractiveAutoencoder``.
+    """The layers of a fitted ``ContractiveAutoencoder`` or ``StackedContractiveAutoencoder``,
+    or of one wrapped in ``sklearn.frozen.FrozenEstimator``.
 
     In a stack, the scaling of every layer after the first is folded into its weights:
     ``W (h - o) / s + b = (W / s) h + (b - W (o / s))``, exact.
     """
-    parts = getattr(encoder, "encoders_", None)
-    if parts is None:
-        if not hasattr(encoder, "module_"):
-            raise TypeError(
-                f"encoder must be a fitted ContractiveAutoencoder or "
-                f"StackedContractiveAutoencoder, not {type(encoder).__name__}"
-            )
-        parts = [encoder]
+    parts = _encoder_parts(encoder)
     weights: list[np.ndarray] = []
     biases: list[np.ndarray] = []
     activations = {p.module_.config.activation for p in parts}
@@ -161,7 +181,16 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     encoder : fitted ContractiveAutoencoder or StackedContractiveAutoencoder, or None
         Its layers (and input scaling) initialise the hidden layers; ``None`` draws them at
         random with ``hidden_layer_sizes`` and ``activation``. The encoder is not modified.
-    hidden_layer_sizes, activation : used only when ``encoder`` is None.
+        May be wrapped in ``sklearn.frozen.FrozenEstimator``, which ``clone`` (and so
+        ``cross_val_score``, ``GridSearchCV``) keeps as is: a plain encoder is cloned into an
+        unfitted copy there, which ``fit`` refuses (see the example below).
+    hidden_layer_sizes : tuple of int >= 1, default=(1000,)
+        The hidden layers (at least one) when ``encoder`` is None; ignored with an encoder,
+        whose layers are used.
+    activation : str, default="sigmoid"
+        The hidden layers' activation (a name in ``contractive.activations.ACTIVATIONS``) when
+        ``encoder`` is None. Always checked to be a known name, but ignored with an encoder,
+        whose activation is used.
     dropout : float in [0, 1), default=0.0
         Dropout rate on every hidden layer's output during training (0: none).
     input_dropout : float in [0, 1), default=0.0
@@ -178,6 +207,25 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     validation_fraction : float, default=0.1
         Share of ``X`` held out for validation when ``fit`` gets no ``X_val``.
     device, random_state, verbose : as ``ContractiveAutoencoder``.
+
+    Examples
+    --------
+    Model selection clones the classifier and every parameter, so a fitted encoder would be
+    replaced by an unfitted copy: wrap it in ``FrozenEstimator``, which is kept (never
+    refitted) through ``clone``, ``cross_val_score`` and ``GridSearchCV``.
+
+    >>> import numpy as np
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from contractive import ContractiveAutoencoder, FineTunedClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.random((60, 8)), np.arange(60) % 2
+    >>> cae = ContractiveAutoencoder(n_components=4, max_epochs=2, random_state=0,
+    ...                              device="cpu").fit(X)
+    >>> clf = FineTunedClassifier(FrozenEstimator(cae), max_epochs=2, device="cpu")
+    >>> search = GridSearchCV(clf, {"dropout": [0.0, 0.2]}, cv=2).fit(X, y)
+    >>> search.best_estimator_.encoder.estimator is cae
+    True
     """
 
     def __init__(
@@ -209,14 +257,32 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _layers(self, n_features: int) -> tuple[list[int], str, EncoderLayers | None]:
-        if self.encoder is None:
+    def _hidden_sizes(self) -> tuple[int, ...]:
+        """``hidden_layer_sizes`` checked: at least one layer (without an encoder, the net's
+        only hidden layers)."""
+        try:
             sizes = check_hidden(self.hidden_layer_sizes)
-            if not sizes:
-                raise ValueError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must name at "
-                                 "least one layer")
-            check_choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
-            return [n_features, *sizes], self.activation, None
+        except ValueError:
+            sizes = ()
+        if not sizes:
+            raise ValueError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be a "
+                             "non-empty tuple of integers >= 1, e.g. (1000,) or (256, 64)")
+        return sizes
+
+    def _check_architecture(self) -> None:
+        """``activation`` is always checked (even when the encoder's is used);
+        ``hidden_layer_sizes`` only without an encoder, and the encoder is checked to be a
+        fitted one."""
+        check_choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        if self.encoder is None:
+            self._hidden_sizes()
+        else:
+            _encoder_parts(self.encoder)
+
+    def _layers(self, n_features: int) -> tuple[list[int], str, EncoderLayers | None]:
+        self._check_architecture()
+        if self.encoder is None:
+            return [n_features, *self._hidden_sizes()], self.activation, None
         layers = encoder_layers(self.encoder)
         d = layers.weights[0].shape[1]
         if d != n_features:
@@ -235,7 +301,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             max_epochs=check_int("max_epochs", self.max_epochs, 1),
             learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True),
             optimizer=self.optimizer,
-            momentum=check_float("momentum", self.momentum, 0),
+            momentum=check_float("momentum", self.momentum, 0, 1),
             nesterov=bool(self.nesterov) and self.optimizer == "sgd",
             weight_decay=check_float("weight_decay", self.weight_decay, 0),
             early_stopping=early,
@@ -250,6 +316,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def _preflight(self, n_train: int) -> None:
         """Every parameter check ``fit`` makes, without training (for the CLI)."""
+        self._check_architecture()
         self._train_config(n_train, 0, early=True)
         self._dropout_rates()
 

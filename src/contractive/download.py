@@ -73,10 +73,24 @@ def download_dataset(
     """
     spec = _spec(name)
     folder = Path(dest) if dest is not None else cache_dir(name)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"{folder}: cannot create the download folder ({exc})") from None
+    try:
+        _download_files(name, spec, folder, mirrors, progress, force)
+    except BaseException:
+        for path in created:  # leave no empty folders behind a failed download
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty (or gone): keep it and its parents
+        raise
+    return folder
+
+
+def _download_files(name: str, spec, folder: Path, mirrors, progress, force: bool) -> None:
     mirrors = tuple(mirrors or spec.mirrors)
     progress = sys.stderr.isatty() if progress is None else progress
     for stem in spec.files:
@@ -102,7 +116,6 @@ def download_dataset(
             break
         else:
             raise ValueError(f"could not download {stem}.gz into {folder}: " + "; ".join(errors))
-    return folder
 
 
 def _intact(name: str, folder: Path, stem: str) -> bool:

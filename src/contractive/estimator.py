@@ -56,6 +56,25 @@ def _check_consistent(est: ContractiveAutoencoder, config: CAEConfig) -> None:
             raise ValueError(f"{name} is {have!r} but the module has {want!r}")
 
 
+def _check_loaded(est: ContractiveAutoencoder) -> None:
+    """A loaded estimator's parameters pass ``fit``'s checks and its fitted state is sane
+    (the file's digest only proves the file is whole, not that an editor left it valid)."""
+    est._module_config(est.n_features_in_)
+    est._train_config(2, 0)
+    check_choice("scaling", est.scaling, SCALINGS)
+    check_choice("penalty_method_", est.penalty_method_, tuple(m for m in METHODS if m != "auto"))
+    check_int("n_epochs_", est.n_epochs_, 0)
+    if not isinstance(est.history_, list) or not all(isinstance(h, dict) for h in est.history_):
+        raise ValueError("history_ must be a list of records")
+    names = getattr(est, "feature_names_in_", None)
+    if names is not None and len(names) != est.n_features_in_:
+        raise ValueError(f"feature_names_in_ has {len(names)} names for {est.n_features_in_} "
+                         "features")
+    if not (np.isfinite(est.scale_offset_).all() and np.isfinite(est.scale_factor_).all()
+            and (est.scale_factor_ > 0).all()):
+        raise ValueError("the scaling must be finite with positive factors")
+
+
 class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     r"""Contractive auto-encoder (Rifai et al., ICML 2011) for non-linear dimensionality reduction.
 
@@ -501,6 +520,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             est.scale_offset_ = extra["scale_offset"].double().numpy()
             est.scale_factor_ = extra["scale_factor"].double().numpy()
             _check_consistent(est, module.config)
+            _check_loaded(est)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: not a valid contractive model file ({exc})") from None
         dev = resolve_device(device)

@@ -46,13 +46,25 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure rendered as PNG bytes (to write with ``atomic_write_bytes``)."""
+    import io as _io
+
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename.
 
     The file gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file the caller asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as f:
@@ -93,6 +105,10 @@ def _config_digest(config: dict[str, Any]) -> str:
 
 
 def _model_dir(path: str | os.PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    if not os.fspath(path):
+        raise ValueError("path is empty: name the model's folder")
     p = Path(path)
     if p.name in (WEIGHTS_NAME, CONFIG_NAME):
         return p.parent
@@ -123,7 +139,11 @@ def save_module(
     }
     config["config_sha256"] = _config_digest(config)
     text = json.dumps(config, indent=1, allow_nan=False, default=_jsonable)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on the way, no permission, a read-only file system
+        raise ValueError(f"{folder}: cannot create the model folder ({exc.strerror or exc})"
+                         ) from None
     atomic_write_bytes(folder / WEIGHTS_NAME, blob)
     atomic_write_bytes(folder / CONFIG_NAME, text.encode())
     return str(folder)
@@ -164,9 +184,21 @@ def load_module(
         tensors = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{w_path}: unreadable safetensors file ({exc})") from None
+    for name, tensor in tensors.items():
+        allowed = (torch.float32,) if name.startswith("module.") else (torch.float32,
+                                                                        torch.float64)
+        if tensor.dtype not in allowed or not torch.isfinite(tensor).all():
+            raise ValueError(f"{w_path}: tensor {name} must hold finite "
+                             f"{' or '.join(str(t).removeprefix('torch.') for t in allowed)} "
+                             f"values (it is {str(tensor.dtype).removeprefix('torch.')})")
     try:
         module = ContractiveAutoencoderModule(CAEConfig(**config["module_config"]))
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        for name, tensor in state.items():
+            if name in expected and tuple(tensor.shape) != expected[name]:
+                raise ValueError(f"tensor module.{name} has shape {tuple(tensor.shape)}, the "
+                                 f"config needs {expected[name]}")
         module.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0]

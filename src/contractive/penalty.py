@@ -54,6 +54,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from .validation import check_float, check_int
+
 Tensor = torch.Tensor
 
 METHODS = ("auto", "closed_form", "exact", "hutchinson")
@@ -200,8 +202,7 @@ def rademacher_probes(
 
     With these, ``||P J||^2`` averages to ``||J||_F^2``: ``E[P^T P] = I`` per sample.
     """
-    if n_probes < 1:
-        raise ValueError(f"n_probes={n_probes!r} must be a positive integer")
+    n_probes = check_int("n_probes", n_probes, 1)
     bits = torch.randint(0, 2, (batch, n_probes, n_components), generator=generator, device=device)
     return (2 * bits - 1).to(dtype) / math.sqrt(n_probes)
 
@@ -289,7 +290,60 @@ def _sketch(
     )
 
 
+def _check_x(encoder: Callable[[Tensor], Tensor], x: Tensor) -> None:
+    """``x`` must be a 2-D floating tensor with at least one sample; for an ``MLPLike``
+    encoder, with the first layer's number of features, dtype and device."""
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"x must be a torch.Tensor of shape (batch, n_features), got {type(x).__name__}"
+        )
+    if x.ndim != 2:
+        raise ValueError(f"x of shape {tuple(x.shape)} must be 2-D: (batch, n_features)")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+    if x.shape[0] < 1:
+        raise ValueError(f"x of shape {tuple(x.shape)} must hold at least 1 sample")
+    if not isinstance(encoder, MLPLike) or not encoder.weights:
+        return
+    first = encoder.weights[0]  # (n_1, d)
+    if x.shape[1] != first.shape[1]:
+        raise ValueError(
+            f"x of shape {tuple(x.shape)} has {x.shape[1]} features, but the encoder takes "
+            f"{first.shape[1]}"
+        )
+    if x.dtype != first.dtype:
+        raise ValueError(
+            f"x has dtype {x.dtype} but the encoder's weights are {first.dtype}; convert one "
+            f"to the other (x.to({first.dtype}) or encoder.to({x.dtype}))"
+        )
+    if x.device != first.device:
+        raise ValueError(
+            f"x is on device {x.device} but the encoder's weights are on {first.device}"
+        )
+
+
+def _code_width(encoder: Callable[[Tensor], Tensor], x: Tensor) -> int:
+    """``k`` of a generic encoder, from one sample: the call boundary where an ``x`` the
+    encoder cannot take (features, dtype, device) turns into a ``ValueError``."""
+    try:
+        with torch.no_grad():
+            h = encoder(x[:1])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"the encoder cannot take x of shape {tuple(x.shape)} and dtype {x.dtype} "
+            f"(another number of features, dtype or device?): {exc}"
+        ) from exc
+    if not isinstance(h, Tensor) or h.ndim != 2 or h.shape[0] != 1:
+        got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+        raise ValueError(
+            "the encoder must map x of shape (batch, n_features) to codes of shape "
+            f"(batch, n_components); on x[:1] of shape {tuple(x[:1].shape)} it returned {got}"
+        )
+    return h.shape[1]
+
+
 def _concrete(encoder: Callable[[Tensor], Tensor], x: Tensor, method: str) -> tuple[str, int]:
+    _check_x(encoder, x)
     if isinstance(encoder, MLPLike):
         weights = encoder.weights
         return resolve_method(
@@ -300,8 +354,7 @@ def _concrete(encoder: Callable[[Tensor], Tensor], x: Tensor, method: str) -> tu
             "method='closed_form' needs an MLP encoder (an MLPLike module); for any other "
             "encoder use 'exact' or 'hutchinson'"
         )
-    with torch.no_grad():
-        k = encoder(x[:1]).shape[-1]
+    k = _code_width(encoder, x)
     return resolve_method(method, n_layers=2, n_components=k), k
 
 
@@ -312,10 +365,19 @@ def contractive_penalty(
     """Per-sample ``||J_f(x)||_F^2``, shape ``(B,)``, differentiable in the encoder's weights.
 
     encoder: an ``MLPLike`` module (fast structured path) or any callable
-    ``(B, d) -> (B, k)`` whose samples do not interact; x: ``(B, d)``.
-    method: ``auto | closed_form | exact | hutchinson``; ``n_probes`` and ``generator`` set
-    the estimate's Rademacher probes.
+    ``(B, d) -> (B, k)`` whose samples do not interact; x: ``(B, d)``, a floating tensor
+    with ``B >= 1`` samples, of the encoder's number of features, dtype and device.
+    method: ``auto | closed_form | exact | hutchinson``; ``n_probes`` (an integer >= 1) and
+    ``generator`` set the estimate's Rademacher probes.
+
+    ``x`` is never cast: an integer ``x`` is a ``TypeError``, and a floating ``x`` whose
+    dtype differs from the encoder's weights (float64 data, float32 module) is a
+    ``ValueError`` that says so (convert one of them: a silent cast would change the
+    precision of the penalty or of the module). A generic callable that cannot take ``x``
+    (another number of features, dtype or device) is a ``ValueError`` naming ``x``'s shape
+    and dtype.
     """
+    n_probes = check_int("n_probes", n_probes, 1)
     method, k = _concrete(encoder, x, method)
     if method == "exact" and isinstance(encoder, MLPLike):
         _, derivs = encoder.derivatives(x)
@@ -336,12 +398,12 @@ def higher_order_penalty(
 
     The expectation is a mean over ``n_copies`` corrupted copies of each sample; with
     ``hutchinson`` the same probes sketch ``J(x)`` and ``J(x + eps)``, so the difference
-    stays an unbiased estimate.
+    stays an unbiased estimate. ``sigma``: a finite number > 0; ``n_copies``: an integer
+    >= 1; ``x`` as for ``contractive_penalty``.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma={sigma!r} must be > 0")
-    if n_copies < 1:
-        raise ValueError(f"n_copies={n_copies!r} must be a positive integer")
+    sigma = check_float("sigma", sigma, 0, low_open=True)
+    n_copies = check_int("n_copies", n_copies, 1)
+    n_probes = check_int("n_probes", n_probes, 1)
     method, k = _concrete(encoder, x, method)
     batch = x.shape[0]
     probes = None

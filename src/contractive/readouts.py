@@ -38,9 +38,10 @@ def readout_errors(train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.
 
 
 def cross_validated_accuracies(codes: np.ndarray, y: np.ndarray, *, max_rows: int = 5000,
-                               seed: int = 0) -> dict[str, float] | None:
+                               seed: int = 0, n_neighbors: int = 5) -> dict[str, float] | None:
     """Stratified-CV accuracy of both read-outs on at most ``max_rows`` rows, or None when
-    the labels do not allow two folds."""
+    the labels do not allow two folds. kNN uses ``n_neighbors``, or fewer when a training
+    fold has fewer rows (``knn_neighbors`` says how many)."""
     if len(codes) > max_rows:
         keep = np.random.default_rng(seed).choice(len(codes), max_rows, replace=False)
         codes, y = codes[keep], y[keep]
@@ -49,7 +50,11 @@ def cross_validated_accuracies(codes: np.ndarray, y: np.ndarray, *, max_rows: in
     if len(counts) < 2 or folds < 2:
         return None
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    k = min(n_neighbors, min(len(train) for train, _ in cv.split(codes, y)))
     return {
-        "linear_probe_accuracy": float(cross_val_score(linear_probe(), codes, y, cv=cv).mean()),
-        "knn_accuracy": float(cross_val_score(knn(), codes, y, cv=cv).mean()),
+        "linear_probe_accuracy": float(cross_val_score(linear_probe(), codes, y, cv=cv,
+                                                       error_score="raise").mean()),
+        "knn_accuracy": float(cross_val_score(knn(k), codes, y, cv=cv,
+                                              error_score="raise").mean()),
+        "knn_neighbors": int(k),
     }

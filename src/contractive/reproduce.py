@@ -31,7 +31,6 @@ pre-trained models and redoes only the stages whose results depend on what chang
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -48,11 +47,11 @@ from . import analysis as A
 from .classifier import FineTunedClassifier
 from .data import load_dataset
 from .estimator import ContractiveAutoencoder
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, figure_png
 from .readouts import readout_errors
 from .runs import write_json
 from .stacking import StackedContractiveAutoencoder
-from .validation import check_float
+from .validation import check_float, check_int
 
 #: Rifai et al. 2011, Table 1 (MNIST): test error (%), mean squared Jacobian entry, SAT.
 PAPER = {
@@ -119,6 +118,8 @@ class Protocol:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
         for name in ("finetune_dropout", "finetune_input_dropout"):
             setattr(self, name, check_float(name, getattr(self, name), 0, 1))
+        if not 0 <= check_int("seed", self.seed, 0) < 2**32:
+            raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32)")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -208,6 +209,9 @@ class Experiment:
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out}: exists and is not a folder")
         saved = self.out / "protocol.json"
+        if self.out.is_dir() and not saved.exists() and any(self.out.iterdir()):
+            raise ValueError(f"--out {self.out}: folder exists, is not empty and holds no "
+                             "reproduction run (no protocol.json); use a new or empty folder")
         if saved.exists():
             try:
                 old = json.loads(saved.read_text())
@@ -411,9 +415,7 @@ class Experiment:
                                    title="singular values of J_f, MNIST test points"),
         }
         for name, fig in figures.items():
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=100)
-            atomic_write_bytes(self.out / name, buffer.getvalue())
+            atomic_write_bytes(self.out / name, figure_png(fig))
         return list(figures)
 
 

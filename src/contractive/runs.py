@@ -114,7 +114,38 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: unreadable run config ({exc})") from None
     if not isinstance(config, dict) or "params" not in config or "data" not in config:
         raise ValueError(f"{path}: not a contractive run config")
+    problem = _config_problem(config)
+    if problem:
+        raise ValueError(f"{path}: not a valid run config ({problem})")
     return config
+
+
+def _config_problem(config: dict) -> str | None:
+    """What is wrong with a run config's ``params`` and ``data`` entries, or ``None``."""
+    if not isinstance(config["params"], dict):
+        return "'params' must be an object"
+    src = config["data"]
+    if not isinstance(src, dict):
+        return "'data' must be an object"
+    kind = src.get("kind")
+    if not isinstance(src.get("spec"), str):
+        return "data.spec must be a string"
+    if kind == "dataset":
+        if src["spec"] not in DATASETS:
+            return f"data.spec must be one of {', '.join(DATASETS)}"
+        if not isinstance(src.get("data_dir"), (str, type(None))):
+            return "data.data_dir must be a string or null"
+    elif kind == "file":
+        if not isinstance(src.get("path"), str):
+            return "data.path must be a string"
+        if not isinstance(src.get("label_column"), (str, type(None))):
+            return "data.label_column must be a string or null"
+        fraction = src.get("test_fraction", 0.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            return "data.test_fraction must be a number"
+    else:
+        return "data.kind must be 'dataset' or 'file'"
+    return None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

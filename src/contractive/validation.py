@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # values above it overflow on the device
+
 
 def check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -18,6 +20,9 @@ def check_int(name: str, value: Any, low: int) -> int:
 def check_float(name: str, value: Any, low: float, high: float | None = None,
                  *, low_open: bool = False) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if ok and abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name}={value!r} is too large: the largest float32 is "
+                         f"{FLOAT32_MAX:.4g}")
     if ok:
         ok = value > low if low_open else value >= low
         ok = ok and (high is None or value < high)

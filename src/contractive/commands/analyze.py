@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import analysis as A
 from ..estimator import ContractiveAutoencoder
+from ..io import atomic_write_bytes, figure_png
 from ..plotting import codes_scatter, contraction_curves, spectra, tangent_images, training_curves
 from ..runs import image_shape_for, write_json
 from ._common import add_run_and_data, model_and_rows
@@ -109,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if len(X) > args.n_points:
         keep = np.sort(rng.choice(len(X), args.n_points, replace=False))
         X, y = X[keep], (None if y is None else y[keep])
+    if len(X) < 2:
+        raise ValueError(f"{described}: has {len(X)} row; analyze needs at least 2")
     X = np.asarray(X, dtype=np.float64)
     distances = A.pairwise_distance_summary(train.X)
     radii = np.linspace(0.0, 1.2 * distances["max"], 25)
@@ -129,22 +132,24 @@ def run(args: argparse.Namespace) -> int:
     result["pca_singular_values"] = pca_s.tolist()
     if not est.tied_weights and est.contractive_weight > 0:
         result["notes"] = [UNTIED_NOTE]
-    write_json(run_dir / "analysis.json", result)
-
-    spectra(spectra_).savefig(run_dir / "analysis_spectrum.png", dpi=100)
-    contraction_curves(radii, curves, distances=distances).savefig(
-        run_dir / "analysis_contraction.png", dpi=100)
-    codes_scatter(est.transform(X), y, title=f"codes of {described}").savefig(
-        run_dir / "analysis_codes.png", dpi=100)
+    figures = {
+        "analysis_spectrum.png": spectra(spectra_),
+        "analysis_contraction.png": contraction_curves(radii, curves, distances=distances),
+        "analysis_codes.png": codes_scatter(est.transform(X), y,
+                                            title=f"codes of {described}"),
+    }
     shape = image_shape_for(X.shape[1], train.image_shape)
     if shape is not None:
         m = min(6, len(X))
-        tangent_images(X[:m], est.tangents(X[:m], n_tangents), shape,
-                       singular_values=s_cae[:m],
-                       title="leading tangent vectors (right singular vectors of J)").savefig(
-            run_dir / "analysis_tangents.png", dpi=100)
+        figures["analysis_tangents.png"] = tangent_images(
+            X[:m], est.tangents(X[:m], n_tangents), shape, singular_values=s_cae[:m],
+            title="leading tangent vectors (right singular vectors of J)")
     if est.history_:
-        training_curves(est.history_).savefig(run_dir / "training_curves.png", dpi=100)
+        figures["training_curves.png"] = training_curves(est.history_)
+    images = {name: figure_png(fig) for name, fig in figures.items()}  # all drawn first
+    for name, data in images.items():
+        atomic_write_bytes(run_dir / name, data)
+    write_json(run_dir / "analysis.json", result)
 
     if args.json:
         print(json.dumps(result, indent=1))

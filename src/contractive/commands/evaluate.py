@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cols = [("reconstruction_mse", "recon. MSE", ".5g"),
             ("mean_jacobian_frobenius_sq", "mean ||J||_F^2", ".4g"),
-            ("linear_probe_accuracy", "linear probe", ".2%"), ("knn_accuracy", "5-NN", ".2%")]
+            ("linear_probe_accuracy", "linear probe", ".2%"),
+            ("knn_accuracy", f"{rows['CAE'].get('knn_neighbors', 5)}-NN", ".2%")]
     cols = [c for c in cols if any(c[0] in r for r in rows.values())]
     print(f"{described}: {len(X)} samples, {k} components")
     print(f"{'':10}" + "".join(f"{title:>16}" for _, title, _ in cols))
@@ -71,4 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label:10}" + "".join(f"{format(r[key], fmt):>16}" for key, _, fmt in cols))
     if y is None:
         print("(no labels: probe accuracies need --label-column or a labelled dataset)")
+    elif "linear_probe_accuracy" not in rows["CAE"]:
+        print("(no probe accuracies: cross-validation needs two classes and at least two "
+              "rows of every class)")
     return 0

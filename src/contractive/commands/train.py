@@ -29,7 +29,7 @@ from ..activations import ACTIVATIONS
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ..data import DATASETS
 from ..estimator import SCALINGS, ContractiveAutoencoder
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, figure_png
 from ..models import LOSSES, OUTPUT_ACTIVATIONS
 from ..penalty import METHODS
 from ..plotting import reconstruction_grid, reconstruction_profiles, training_curves
@@ -41,7 +41,7 @@ from ..runs import (
     read_run_config,
     write_json,
 )
-from ..training import OPTIMIZERS, PRECISIONS, resolve_device
+from ..training import OPTIMIZERS, PRECISIONS, NonFiniteLossError, resolve_device
 from ._common import data_spec
 
 EXAMPLE = """examples:
@@ -253,6 +253,11 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
                 f"--out {out}: folder exists and is not empty; pass --overwrite to replace it "
                 "or --resume to continue it"
             )
+        if busy and args.resume:
+            raise ValueError(
+                f"--out {out}: not a run folder (no {CONFIG_NAME}); --resume continues a run "
+                "folder, so name one or an empty or new folder"
+            )
         if busy and args.overwrite and not (out / CONFIG_NAME).exists():
             raise ValueError(
                 f"--out {out}: not a run folder (no {CONFIG_NAME}); --overwrite only replaces "
@@ -355,10 +360,10 @@ def _figures(out: Path, est: ContractiveAutoencoder, data, label: str) -> None:
     else:
         fig = reconstruction_profiles(X_eval[:5], rec[:5], title=title.replace("(top)", "(solid)")
                                       .replace("(bottom)", "(dashed)"))
-    fig.savefig(out / "reconstructions.png", dpi=100)
+    atomic_write_bytes(out / "reconstructions.png", figure_png(fig))
     if est.history_:
-        training_curves(est.history_, title=f"training on {label}").savefig(
-            out / "training_curves.png", dpi=100)
+        atomic_write_bytes(out / "training_curves.png", figure_png(
+            training_curves(est.history_, title=f"training on {label}")))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -375,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
         resume_state, _ = load_checkpoint(out / CHECKPOINT_NAME)
     ContractiveAutoencoder(**params)._preflight(data.X)  # before anything is written
 
+    created = not out.exists()
     _prepare_folder(out, args.overwrite, args.resume)
     source = {**data.source, "spec": settings["data"]}
     if stored is not None:  # a resumed run may have changed max_epochs / device / verbose
@@ -399,6 +405,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"contractive train: interrupted; {where}; continue with: contractive train "
               f"--out {out} --resume", file=sys.stderr)
         return 130
+    except NonFiniteLossError as exc:
+        if hook.saved_epoch is None and resume_state is None:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            where = "no epoch finished, so no run was written" if created else \
+                f"no epoch finished; {out} holds only the run's config"
+        else:
+            epoch = hook.saved_epoch if hook.saved_epoch is not None else resume_state["epoch"]
+            where = f"the checkpoint of epoch {epoch} is in {out}"
+        first = str(exc).splitlines()[0].split("; the model keeps")[0]
+        raise NonFiniteLossError(f"{first}; {where}") from None
     fit_s = time.perf_counter() - t0
     metrics = _metrics(est, data, fit_s)
     est.save(out)
