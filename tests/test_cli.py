@@ -1125,3 +1125,32 @@ def test_edited_run_config_is_one_line(work, capsys, config, words, command):
     assert code == 2
     assert_one_line_error(err)
     assert "not a valid run config" in err and words in err
+
+
+@pytest.mark.parametrize("command, extra, words", [
+    ("evaluate", ["--split", "train"], "--split train applies to a dataset name"),
+    ("evaluate", ["--label-column", "0"], "--label-column 0 applies to a data file"),
+    ("evaluate", ["digits", "--label-column", "0"], "--label-column 0 applies to a data file"),
+    ("evaluate", ["rows.csv", "--split", "test"], "not to the file rows.csv"),
+    ("encode", ["digits", "--label-column", "0"], "--label-column 0 applies to a data file"),
+    ("encode", ["rows.csv", "--split", "test"], "not to the file rows.csv"),
+])
+def test_options_that_do_not_apply_to_data_are_refused(work, capsys, command, extra, words):
+    assert run_cli(["train", "digits", "--out", "r", *FAST], capsys)[0] == 0
+    np.savetxt(work / "rows.csv", np.zeros((3, 64)), delimiter=",")
+    argv = [command, "r", *extra] + (["-o", "codes.npy"] if command == "encode" else [])
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == ""
+    assert_one_line_error(err)
+    assert words in err
+    assert not (work / "codes.npy").exists()
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(work, capsys):
+    assert run_cli(["train", "digits", "--out", "r", "--max-epochs", "3"], capsys)[0] == 0
+    before = (work / "r" / "config.json").read_text()
+    code, _, err = run_cli(["train", "--out", "r", "--resume", "--max-epochs", "2"], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "--max-epochs 2 is below the 3 epochs" in err
+    assert (work / "r" / "config.json").read_text() == before

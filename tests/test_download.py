@@ -421,6 +421,8 @@ def test_datasets_lists_other_folders_holding_a_dataset(cache, tmp_path, monkeyp
     ["datasets", "download"],
     ["datasets", "bogus"],
     ["datasets", "list", "mnist"],
+    ["datasets", "list", "--data-dir", "somewhere"],
+    ["datasets", "--force"],
 ])
 def test_datasets_bad_arguments(argv, capsys, cache):
     code, out, err = _cli(argv, capsys)

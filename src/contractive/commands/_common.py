@@ -24,7 +24,7 @@ def add_data_options(p, *, split: bool = True) -> None:
     p.add_argument("--label-column", metavar="NAME|INDEX",
                    help="column (or .npz array) with labels, left out of the features")
     if split:
-        p.add_argument("--split", choices=("test", "train"), default="test",
+        p.add_argument("--split", choices=("test", "train"),
                        help="for a dataset name: which split (default: test)")
     p.add_argument("--device", default="auto", help="device for inference (default: auto)")
 
@@ -73,10 +73,17 @@ class Rows:
 
 def eval_rows(
     run_dir: str, config: dict, spec: str | None, *, data_dir: str | None,
-    label_column: str | None, split: str = "test",
+    label_column: str | None, split: str | None = None,
 ) -> Rows:
     """The rows of a command's DATA. No DATA: the run's held-out rows. A dataset name: its
-    ``split``. A file: all its rows."""
+    ``split`` (default ``test``). A file: all its rows. An option that does not apply to
+    DATA (``--split`` without a dataset name, ``--label-column`` with one) is refused."""
+    if split is not None and (spec is None or not is_dataset_name(spec)):
+        raise ValueError(f"--split {split} applies to a dataset name given as DATA, not to "
+                         + ("the run's held-out rows" if spec is None else f"the file {spec}"))
+    if label_column is not None and (spec is None or is_dataset_name(spec)):
+        raise ValueError(f"--label-column {label_column} applies to a data file given as "
+                         "DATA" + ("" if spec is None else f", not to the dataset {spec}"))
     if spec is None:
         data = training_data(run_dir, config, data_dir)
         if data.X_heldout is None:

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.name is not None:
         raise ValueError(f"unexpected {args.name!r}; did you mean: datasets download {args.name}")
+    for flag, value in (("--data-dir", args.data_dir), ("--force", args.force)):
+        if value:
+            raise ValueError(f"{flag} applies to 'datasets download NAME', not to 'datasets list'")
     for name in DATASETS:
         if name == "digits":
             print(f"{name:14} scikit-learn's 8x8 digits: bundled, no download")

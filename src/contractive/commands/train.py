@@ -378,6 +378,10 @@ def run(args: argparse.Namespace) -> int:
     resume_state = None
     if args.resume and (out / CHECKPOINT_NAME).exists():
         resume_state, _ = load_checkpoint(out / CHECKPOINT_NAME)
+        done = int(resume_state.get("epoch", 0))
+        if done > params["max_epochs"]:
+            raise ValueError(f"--max-epochs {params['max_epochs']} is below the {done} epochs "
+                             f"the run in {out} has done; pass more to continue it")
     ContractiveAutoencoder(**params)._preflight(data.X)  # before anything is written
 
     created = not out.exists()
