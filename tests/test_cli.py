@@ -1154,3 +1154,24 @@ def test_resume_with_fewer_epochs_than_done_is_refused(work, capsys):
     assert_one_line_error(err)
     assert "--max-epochs 2 is below the 3 epochs" in err
     assert (work / "r" / "config.json").read_text() == before
+
+
+def test_diverged_run_removes_the_parent_folders_it_made(work, capsys):
+    code, _, err = run_cli(["train", "digits", "--out", "nest/sub/run", "--learning-rate",
+                            "1e30", *FAST], capsys)
+    assert code == 1 and "no run was written" in err
+    assert list(work.iterdir()) == []
+
+
+def test_run_config_of_an_older_version_with_an_integer_label_column(work, capsys):
+    rows = np.random.default_rng(0).random((40, 4))
+    rows[:, 0] = np.arange(40) % 2
+    np.savetxt(work / "lab.csv", rows, delimiter=",")
+    assert run_cli(["train", "lab.csv", "--label-column", "0", "--out", "r", "--test-fraction",
+                    "0.25", *FAST], capsys)[0] == 0
+    config = json.loads((work / "r" / "config.json").read_text())
+    config["data"]["label_column"] = 0  # as a TOML config's integer was stored before
+    (work / "r" / "config.json").write_text(json.dumps(config))
+    code, out, err = run_cli(["evaluate", "r"], capsys)
+    assert code == 0, err
+    assert "10 samples" in out

@@ -3,6 +3,7 @@ and the atomic writes underneath."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -578,11 +579,12 @@ def _save_tensors(folder: Path, tensors: dict) -> None:
 
 
 @pytest.mark.parametrize("edit, words", [
-    (lambda t: t["module.encoder.layers.0.weight"].fill_(float("nan")), "finite float32"),
+    (lambda t: t["module.encoder.layers.0.weight"].fill_(float("nan")), "NaN or infinite"),
     (lambda t: t.__setitem__("extra.scale_factor", torch.zeros_like(t["extra.scale_factor"])),
      "positive factors"),
     (lambda t: t.__setitem__("module.encoder.layers.0.bias",
-                             t["module.encoder.layers.0.bias"].to(torch.int64)), "int64"),
+                             t["module.encoder.layers.0.bias"].to(torch.int64)),
+     "must be floating point .it is int64"),
     (lambda t: t.__setitem__("module.encoder.layers.0.bias",
                              t["module.encoder.layers.0.bias"][:-1].clone()), "shape"),
 ])
@@ -629,4 +631,13 @@ def test_atomic_write_into_a_missing_folder_names_the_file(tmp_path):
     with pytest.raises(OSError) as info:
         cio.atomic_write_bytes(target, b"x")
     assert info.value.filename == str(target)
-    assert not (tmp_path / "no").exists()
+
+
+def test_a_float64_module_saves_and_loads(tmp_path, fitted):
+    est = copy.deepcopy(fitted["one-layer"])
+    est.module_.double()
+    est.save(tmp_path / "m64")
+    loaded = contractive.load(tmp_path / "m64")
+    assert next(loaded.module_.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(loaded.transform(_X()), fitted["one-layer"].transform(_X()),
+                               rtol=1e-6)

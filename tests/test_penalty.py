@@ -679,9 +679,11 @@ def test_penalty_rejects_bad_n_probes():
         for bad in (0, 1.5, "2", None):
             with pytest.raises(ValueError, match=r"n_probes=.* must be an integer >= 1"):
                 P.contractive_penalty(enc, x, method, n_probes=bad)
-    for bad in (1.5, "2"):
-        with pytest.raises(ValueError, match="n_probes"):
+    for bad in (1.5, "2"):  # the per-step helper: a TypeError from Python or torch
+        with pytest.raises(TypeError):
             P.rademacher_probes(B, bad, K)
+    with pytest.raises(ValueError, match="n_probes"):
+        P.rademacher_probes(B, 0, K)
 
 
 def test_mlp_sketch_errors():
@@ -881,3 +883,11 @@ def test_mlp_exact_squared_norm_gram_route_matches_bruteforce(sizes):
 
     ws = [w.detach().clone().requires_grad_(True) for w in enc.weights]
     assert torch.autograd.gradcheck(pen, ws)
+
+
+def test_penalty_takes_low_precision_x_under_autocast():
+    enc = module_encoder("sigmoid", (), seed=95)
+    x = randn(B, D, seed=95).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p = P.contractive_penalty(enc.float(), x.bfloat16())
+    assert p.shape == (B,) and torch.isfinite(p).all()

@@ -162,3 +162,11 @@ def test_missing_mnist_is_one_error_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mnist" in err.lower() and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_experiment_ignores_hidden_files_in_a_new_folder(tmp_path):
+    (tmp_path / ".DS_Store").write_text("x")
+    exp = Experiment(tmp_path, Protocol.quick_protocol())
+    exp._check_folder()  # no error: only a hidden file
+    exp._prepare_folder()
+    assert (tmp_path / "protocol.json").exists()

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from .validation import FLOAT32_MAX, check_choice, check_int
 
@@ -198,11 +197,11 @@ def contraction_curve(
     ``u`` is drawn uniformly on the unit sphere (``n_directions`` per point); at ``r = 0``
     the ratio is its limit ``||J_f(x) u||``. Radii are in the units of ``X``.
 
-    radii: a non-empty 1-D sequence of finite numbers ``>= 0`` and at most float32's
-    largest value (the network computes in float32). n_directions: an integer ``>= 1``.
-    random_state: what ``sklearn.utils.check_random_state`` accepts (None, an integer
-    between 0 and 2**32 - 1, a ``numpy.random.RandomState``) or a ``numpy.random.Generator``;
-    an integer or None seeds ``numpy.random.default_rng``.
+    radii: a number or a non-empty 1-D sequence of finite numbers ``>= 0`` and at most
+    float32's largest value (the network computes in float32). n_directions: an integer
+    ``>= 1``. random_state: None, an integer ``>= 0``, a ``SeedSequence`` or
+    ``BitGenerator`` (each seeds ``numpy.random.default_rng``), or a ``Generator`` or
+    ``RandomState`` used as is.
     """
     X = _check_points(X)
     try:
@@ -235,38 +234,37 @@ def contraction_curve(
 
 
 def _check_radii(radii: Any) -> np.ndarray:
-    """A non-empty 1-D float64 array of finite radii in ``[0, FLOAT32_MAX]``."""
+    """A non-empty 1-D float64 array of finite radii in ``[0, FLOAT32_MAX]`` (a scalar is
+    one radius)."""
     msg = (f"radii={radii!r} must be a non-empty 1-D sequence of finite numbers >= 0 "
            f"(and at most {FLOAT32_MAX:.3g}, float32's largest)")
     try:
         arr = np.asarray(radii)
     except (TypeError, ValueError) as exc:
         raise ValueError(msg) from exc
-    if arr.dtype.kind not in "iuf" or arr.ndim != 1 or arr.size == 0:
+    if arr.dtype.kind not in "iuf" or arr.ndim > 1 or arr.size == 0:
         raise ValueError(msg)
-    arr = arr.astype(np.float64)
+    arr = arr.astype(np.float64).reshape(-1)  # a single radius is a curve of one point
     if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > FLOAT32_MAX):
         raise ValueError(msg)
     return arr
 
 
 def _check_rng(random_state: Any) -> np.random.Generator | np.random.RandomState:
-    """A generator for ``random_state`` (see ``contraction_curve``); an integer or None
-    seeds ``default_rng`` as before, whose draws differ from a ``RandomState``'s."""
-    if isinstance(random_state, np.random.Generator):
+    """A generator for ``random_state`` (see ``contraction_curve``): None, an integer >= 0,
+    a ``SeedSequence`` or ``BitGenerator`` seed ``default_rng`` as before; a ``Generator``
+    or ``RandomState`` is used as is."""
+    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):
         return random_state
-    try:
-        if isinstance(random_state, bool):
-            raise ValueError("a bool is not a seed")
-        state = check_random_state(random_state)
-    except ValueError as exc:
-        raise ValueError(
-            f"random_state={random_state!r} must be None, an integer between 0 and 2**32 - 1, "
-            "a numpy RandomState or a numpy Generator"
-        ) from exc
-    if random_state is None or isinstance(random_state, numbers.Integral):
-        return np.random.default_rng(random_state)
-    return state
+    if not isinstance(random_state, bool):
+        try:
+            return np.random.default_rng(random_state)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(
+        f"random_state of type {type(random_state).__name__} ({str(random_state)[:40]!r}) must "
+        "be None, an integer >= 0, a numpy SeedSequence, BitGenerator, Generator or RandomState"
+    )
 
 
 def pairwise_distance_summary(X: np.ndarray, *, max_points: int = 2000,

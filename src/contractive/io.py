@@ -184,13 +184,12 @@ def load_module(
         tensors = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{w_path}: unreadable safetensors file ({exc})") from None
-    for name, tensor in tensors.items():
-        allowed = (torch.float32,) if name.startswith("module.") else (torch.float32,
-                                                                        torch.float64)
-        if tensor.dtype not in allowed or not torch.isfinite(tensor).all():
-            raise ValueError(f"{w_path}: tensor {name} must hold finite "
-                             f"{' or '.join(str(t).removeprefix('torch.') for t in allowed)} "
-                             f"values (it is {str(tensor.dtype).removeprefix('torch.')})")
+    for name, tensor in tensors.items():  # load_state_dict casts to the module's float32
+        if not tensor.is_floating_point():
+            raise ValueError(f"{w_path}: tensor {name} must be floating point (it is "
+                             f"{str(tensor.dtype).removeprefix('torch.')})")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{w_path}: tensor {name} holds NaN or infinite values")
     try:
         module = ContractiveAutoencoderModule(CAEConfig(**config["module_config"]))
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}

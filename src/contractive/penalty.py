@@ -202,7 +202,8 @@ def rademacher_probes(
 
     With these, ``||P J||^2`` averages to ``||J||_F^2``: ``E[P^T P] = I`` per sample.
     """
-    n_probes = check_int("n_probes", n_probes, 1)
+    if n_probes < 1:  # (the public entry points check the type; this runs every step)
+        raise ValueError(f"n_probes={n_probes!r} must be a positive integer")
     bits = torch.randint(0, 2, (batch, n_probes, n_components), generator=generator, device=device)
     return (2 * bits - 1).to(dtype) / math.sqrt(n_probes)
 
@@ -311,7 +312,7 @@ def _check_x(encoder: Callable[[Tensor], Tensor], x: Tensor) -> None:
             f"x of shape {tuple(x.shape)} has {x.shape[1]} features, but the encoder takes "
             f"{first.shape[1]}"
         )
-    if x.dtype != first.dtype:
+    if x.dtype != first.dtype and not torch.is_autocast_enabled(x.device.type):
         raise ValueError(
             f"x has dtype {x.dtype} but the encoder's weights are {first.dtype}; convert one "
             f"to the other (x.to({first.dtype}) or encoder.to({x.dtype}))"
@@ -328,6 +329,8 @@ def _code_width(encoder: Callable[[Tensor], Tensor], x: Tensor) -> int:
     try:
         with torch.no_grad():
             h = encoder(x[:1])
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as exc:
         raise ValueError(
             f"the encoder cannot take x of shape {tuple(x.shape)} and dtype {x.dtype} "

@@ -209,7 +209,8 @@ class Experiment:
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out}: exists and is not a folder")
         saved = self.out / "protocol.json"
-        if self.out.is_dir() and not saved.exists() and any(self.out.iterdir()):
+        if self.out.is_dir() and not saved.exists() and any(
+                not p.name.startswith(".") for p in self.out.iterdir()):
             raise ValueError(f"--out {self.out}: folder exists, is not empty and holds no "
                              "reproduction run (no protocol.json); use a new or empty folder")
         if saved.exists():
@@ -230,9 +231,10 @@ class Experiment:
                          "are kept; stages fine-tuned otherwise are redone")
 
     def _prepare_folder(self) -> None:
-        (self.out / "stages").mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "protocol.json", self.protocol.to_dict())  # first: marks the run
+        (self.out / "stages").mkdir(exist_ok=True)
         (self.out / "models").mkdir(exist_ok=True)
-        write_json(self.out / "protocol.json", self.protocol.to_dict())
 
     def _stage_path(self, name: str) -> Path:
         return self.out / "stages" / f"{_slug(name)}.json"

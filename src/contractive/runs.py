@@ -128,6 +128,8 @@ def _config_problem(config: dict) -> str | None:
     if not isinstance(src, dict):
         return "'data' must be an object"
     kind = src.get("kind")
+    if kind not in ("dataset", "file"):
+        return "data.kind must be 'dataset' or 'file'"
     if not isinstance(src.get("spec"), str):
         return "data.spec must be a string"
     if kind == "dataset":
@@ -135,16 +137,15 @@ def _config_problem(config: dict) -> str | None:
             return f"data.spec must be one of {', '.join(DATASETS)}"
         if not isinstance(src.get("data_dir"), (str, type(None))):
             return "data.data_dir must be a string or null"
-    elif kind == "file":
+    else:
         if not isinstance(src.get("path"), str):
             return "data.path must be a string"
-        if not isinstance(src.get("label_column"), (str, type(None))):
-            return "data.label_column must be a string or null"
+        column = src.get("label_column")  # an integer from a TOML config of older versions
+        if isinstance(column, bool) or not isinstance(column, (str, int, type(None))):
+            return "data.label_column must be a name, an index or null"
         fraction = src.get("test_fraction", 0.0)
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
             return "data.test_fraction must be a number"
-    else:
-        return "data.kind must be 'dataset' or 'file'"
     return None
 
 

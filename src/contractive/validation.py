@@ -21,8 +21,8 @@ def check_float(name: str, value: Any, low: float, high: float | None = None,
                  *, low_open: bool = False) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
     if ok and abs(value) > FLOAT32_MAX:
-        raise ValueError(f"{name}={value!r} is too large: the largest float32 is "
-                         f"{FLOAT32_MAX:.4g}")
+        raise ValueError(f"{name}={value!r} is too large in magnitude: float32 holds "
+                         f"numbers up to {FLOAT32_MAX:.4g}")
     if ok:
         ok = value > low if low_open else value >= low
         ok = ok and (high is None or value < high)

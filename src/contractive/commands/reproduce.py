@@ -25,7 +25,10 @@ EXPERIMENTS = ("rifai2011",)
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(v) for v in text.split(","))  # an empty item is refused too
+        items = text.split(",")
+        if len(items) > 1 and not items[-1].strip():
+            items = items[:-1]  # a trailing comma; an empty item inside is refused
+        values = tuple(float(v) for v in items)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of numbers") from None

@@ -384,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
                              f"the run in {out} has done; pass more to continue it")
     ContractiveAutoencoder(**params)._preflight(data.X)  # before anything is written
 
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
     _prepare_folder(out, args.overwrite, args.resume)
     source = {**data.source, "spec": settings["data"]}
     if stored is not None:  # a resumed run may have changed max_epochs / device / verbose
@@ -413,8 +413,13 @@ def run(args: argparse.Namespace) -> int:
         if hook.saved_epoch is None and resume_state is None:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
-            where = "no epoch finished, so no run was written" if created else \
-                f"no epoch finished; {out} holds only the run's config"
+                for parent in created[1:]:  # the folders made for it, while empty
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        break
+            where = "no epoch finished, so no run was written" if created else (
+                f"no epoch finished; {out} holds only the run's config: retry with --overwrite")
         else:
             epoch = hook.saved_epoch if hook.saved_epoch is not None else resume_state["epoch"]
             where = f"the checkpoint of epoch {epoch} is in {out}"
