@@ -41,6 +41,10 @@ FINETUNE = {
     "momentum-0.95": {"momentum": 0.95},
     "wd-1e-5": {"weight_decay": 1e-5},
     "input-dropout-0.1+lr-0.1": {"input_dropout": 0.1, "learning_rate": 0.1},
+    "input-dropout-0.1+lr-0.1+seed-1": {"input_dropout": 0.1, "learning_rate": 0.1,
+                                        "random_state": 1},
+    "input-dropout-0.1+lr-0.1+seed-2": {"input_dropout": 0.1, "learning_rate": 0.1,
+                                        "random_state": 2},
 }
 # (row name, first layer: "cpu:lambda" for a model of --models, or "pretrain:lambda:epochs")
 ROWS = [(f"{ft} lambda {lam}", f"cpu:{lam}", ft) for ft in FINETUNE for lam in (0.1, 0.3)]

@@ -126,6 +126,11 @@ def test_bad_inputs(digits):
         clf.fit(digits.X_train, digits.y_train, digits.X_test)
     with pytest.raises(ValueError, match="labels not in y"):
         clf.fit(digits.X_train, digits.y_train, digits.X_test, digits.y_test + 100)
+    with pytest.raises(ValueError, match=r"y_val of shape \(\d+, 1\) must be 1-D"):
+        clf.fit(digits.X_train, digits.y_train, digits.X_test, digits.y_test[:, None])
+    mixed = np.array([None] + [1] * (len(digits.X_test) - 1), dtype=object)
+    with pytest.raises(ValueError, match="y_val of dtype object cannot be compared"):
+        clf.fit(digits.X_train, digits.y_train, digits.X_test, mixed)
     cae = _cae(max_epochs=1).fit(digits.X_train[:, :10])
     with pytest.raises(ValueError, match="10"):
         FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(digits.X_train, digits.y_train)

@@ -465,3 +465,8 @@ def test_real_mnist(real_mnist):
     # well-known MNIST facts: class 1 is the largest, class 5 the smallest in training
     counts = np.bincount(ds.y_train)
     assert counts.argmax() == 1 and counts.argmin() == 5 and counts.sum() == 60000
+
+
+def test_parse_idx_wants_bytes():
+    with pytest.raises(TypeError, match="raw must be bytes, not str"):
+        data.parse_idx("abc")

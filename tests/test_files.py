@@ -537,3 +537,26 @@ def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
         write_array(p, np.ones((3, 3)))
     assert p.read_bytes() == before
     assert os.listdir(tmp_path) == ["o.npy"]
+
+
+@pytest.mark.parametrize("X, header, words", [
+    (np.ones((2, 2)), ["a"], "header must be a list of 2"),
+    (np.ones((2, 2)), "ab", "header must be a list of 2"),
+    (np.array([[1.0, np.nan]]), None, "NaN or inf"),
+    (np.array([["a", "b"]]), None, "2-D numeric array"),
+    (np.array([[None, 1]], dtype=object), None, "2-D numeric array"),
+    (np.ones(3), None, "2-D numeric array"),
+])
+@pytest.mark.parametrize("ext", [".csv", ".npy"])
+def test_write_array_refuses_what_read_data_would_refuse(tmp_path, X, header, words, ext):
+    with pytest.raises(ValueError, match=words):
+        write_array(tmp_path / f"out{ext}", X, header=header)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [1.5, True, None.__class__])
+def test_label_column_must_be_a_name_or_an_index(tmp_path, bad):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(TypeError, match="label_column=.* must be a column name or an integer"):
+        read_data(path, label_column=bad)

@@ -197,3 +197,17 @@ def test_circle_in_its_own_plane():
     s = make_manifold("circle", 50, ambient_dim=2, random_state=0)
     np.testing.assert_allclose(np.linalg.norm(s.X, axis=1), 1.0)
     np.testing.assert_allclose(np.einsum("ne,ne->n", s.tangents[:, 0], s.X), 0, atol=1e-12)
+
+
+def test_noise_takes_numpy_scalars_and_refuses_overflow():
+    a = make_manifold("sphere", 20, noise=np.float32(0.1), random_state=0)
+    b = make_manifold("sphere", 20, noise=0.1, random_state=0)
+    np.testing.assert_allclose(a.X, b.X, atol=1e-7)
+    for bad in (1e308, True, "0.1"):
+        with pytest.raises(ValueError, match="noise"):
+            make_manifold("sphere", 20, noise=bad)
+    for bad in (True, 2.5):
+        with pytest.raises(ValueError, match="n_samples"):
+            make_manifold("sphere", bad)
+    with pytest.raises(ValueError, match="is not known"):
+        make_manifold(["sphere"])

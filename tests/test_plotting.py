@@ -630,3 +630,46 @@ def test_new_figures_leave_no_pyplot_figures_open():
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         assert plt.get_fignums() == []
+
+
+def test_bad_plot_arguments_are_value_or_type_errors():
+    from contractive.plotting import codes_scatter, contraction_curves, spectra, tangent_images
+
+    X, T = np.random.default_rng(0).random((5, 16)), np.random.default_rng(1).random((5, 2, 16))
+    fig = Figure()
+    for bad_ax in ("x", fig, fig.subplots(1, 2)):
+        with pytest.raises(TypeError, match="ax must be one matplotlib Axes"):
+            spectra({"a": np.ones(3)}, ax=bad_ax)
+    for bad in ([np.ones(3)], None):
+        with pytest.raises(TypeError, match="curves must be a dict"):
+            spectra(bad)
+        with pytest.raises(TypeError, match="curves must be a dict"):
+            contraction_curves(np.arange(3.0), bad)
+    with pytest.raises(ValueError, match="curves is empty"):
+        spectra({})
+    with pytest.raises(ValueError, match=r"curves\['a'\] of shape \(2,\) must match radii"):
+        contraction_curves(np.arange(3.0), {"a": np.ones(2)})
+    for labels in (np.arange(3), np.zeros((10, 2)), 5):
+        with pytest.raises(ValueError, match="labels of shape"):
+            codes_scatter(np.random.default_rng(2).random((10, 3)), labels)
+    for codes in (np.empty((10, 0)), np.full((4, 3), np.nan)):
+        with pytest.raises(ValueError, match="codes"):
+            codes_scatter(codes)
+    for sv in (np.ones((5, 1)), np.ones(5)):
+        with pytest.raises(ValueError, match=r"singular_values of shape .* must be \(5, >= 2\)"):
+            tangent_images(X, T, (4, 4), singular_values=sv)
+    with pytest.raises(ValueError, match="no tangent vector"):
+        tangent_images(X, T[:, :0], (4, 4))
+    for history, words in (([{"loss": 1.0}], r"history\[0\] lacks epoch"),
+                           ([{"epoch": 1, "loss": 1.0}, {"epoch": 2}], r"history\[1\] lacks loss"),
+                           ({"epoch": 1}, "non-empty list"),
+                           ([{"epoch": 1}], "none of the loss terms")):
+        with pytest.raises(ValueError, match=words):
+            training_curves(history)
+
+
+def test_codes_scatter_of_one_point_with_many_codes():
+    from contractive.plotting import codes_scatter
+
+    fig = codes_scatter(np.random.default_rng(0).random((1, 3)))
+    assert fig.axes[0].collections[0].get_offsets().shape == (1, 2)

@@ -1,6 +1,7 @@
 """Read-outs of frozen codes (readouts.py)."""
 
 import numpy as np
+import pytest
 
 from contractive.readouts import cross_validated_accuracies, readout_errors
 
@@ -28,3 +29,16 @@ def test_knn_uses_fewer_neighbours_when_a_fold_is_small():
     assert cv["knn_neighbors"] == 3
     assert all(np.isfinite(v) for v in cv.values())
     assert cross_validated_accuracies(codes[:5], y[:5]) is None  # class 2 has one row
+
+
+def test_cross_validated_accuracies_takes_lists_and_checks_shapes():
+    rng = np.random.default_rng(2)
+    y = np.arange(60) % 2
+    codes = rng.normal(size=(60, 3)) + y[:, None] * 3
+    out = cross_validated_accuracies(codes.tolist(), y.tolist(), max_rows=40)
+    assert out["linear_probe_accuracy"] > 0.9
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="max_rows"):
+            cross_validated_accuracies(codes, y, max_rows=bad)
+    with pytest.raises(ValueError, match="must be"):
+        cross_validated_accuracies(codes, y[:10])

@@ -342,9 +342,16 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         if X_val is not None:
             X_val = validate_data(self, X_val, reset=False, dtype=[np.float32, np.float64])
             y_val = np.asarray(y_val)
+            if y_val.ndim != 1:
+                raise ValueError(f"y_val of shape {y_val.shape} must be 1-D: one label per row "
+                                 "of X_val")
             if len(y_val) != len(X_val):
                 raise ValueError(f"X_val has {len(X_val)} rows but y_val has {len(y_val)}")
-            unknown = np.setdiff1d(y_val, self.classes_)
+            try:
+                unknown = np.setdiff1d(y_val, self.classes_)
+            except TypeError:  # labels of another kind (None among numbers, say)
+                raise ValueError(f"y_val of dtype {y_val.dtype} cannot be compared with the "
+                                 f"labels of y ({self.classes_.dtype})") from None
             if len(unknown):
                 raise ValueError(f"y_val has labels not in y: {unknown[:5].tolist()}")
             train = (x, t)

@@ -146,6 +146,9 @@ def parse_idx(raw: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
     Format: two zero bytes, a type byte (0x08 = uint8, ...), the number of dimensions, then
     one big-endian uint32 per dimension, then the data.
     """
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise TypeError(f"raw must be bytes, not {type(raw).__name__}")
+    raw = bytes(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
         raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]

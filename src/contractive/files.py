@@ -280,6 +280,10 @@ def read_data(path: str | os.PathLike, *, label_column: str | int | None = None)
     kind = _kind(path)
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file")
+    if label_column is not None and (isinstance(label_column, bool) or not isinstance(
+            label_column, (str, int, np.integer))):
+        raise TypeError(f"label_column={label_column!r} must be a column name or an integer "
+                        "index")
     if label_column is not None and kind in (".npy", "idx"):
         raise ValueError(
             f"{path}: a label column applies to .csv, .tsv, .parquet and .npz files; "
@@ -306,6 +310,13 @@ def write_array(path: str | os.PathLike, X: np.ndarray, *, header: list[str] | N
     ext = path.suffix.lower()
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; name an output file (.npy, .csv or .tsv)")
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf" or X.ndim != 2:
+        raise ValueError(f"{path}: can write a 2-D numeric array, not {X.ndim}-D {X.dtype}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{path}: the values hold NaN or inf, which the readers refuse")
+    if header is not None and (isinstance(header, str) or len(header) != X.shape[1]):
+        raise ValueError(f"{path}: header must be a list of {X.shape[1]} column names")
     if ext == ".npy":
         buf = _io.BytesIO()
         np.save(buf, np.ascontiguousarray(X))

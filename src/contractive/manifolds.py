@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .validation import check_float, check_int
+
 MANIFOLDS = ("circle", "sphere", "swiss_roll", "torus", "saddle", "sphere3")
 EMBEDDINGS = ("linear", "smooth")
 
@@ -126,14 +128,12 @@ def make_manifold(
     ``random_state=(seed)`` with different sizes gives training and test sets of one
     manifold (the first ``n`` points also coincide).
     """
-    if name not in _GENERATORS:
+    if not isinstance(name, str) or name not in _GENERATORS:
         raise ValueError(f"manifold {name!r} is not known; valid: {', '.join(MANIFOLDS)}")
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding={embedding!r} is not known; valid: {', '.join(EMBEDDINGS)}")
-    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples={n_samples!r} must be an integer >= 1")
-    if not (isinstance(noise, (int, float)) and np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise={noise!r} must be a finite number >= 0")
+    n_samples = check_int("n_samples", n_samples, 1)
+    noise = check_float("noise", noise, 0)
     m = _LOW_DIM[name]
     if not isinstance(ambient_dim, (int, np.integer)) or ambient_dim < m:
         raise ValueError(f"ambient_dim={ambient_dim!r} must be an integer >= {m} for {name}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
@@ -75,9 +76,17 @@ def reconstruction_profiles(
 
 def training_curves(history: Sequence[dict], *, title: str | None = None) -> Figure:
     """Each loss term per epoch (one panel per term, log scale; validation dashed)."""
-    if not history:
-        raise ValueError("training_curves needs a non-empty history")
-    terms = [k for k in ("loss", "reconstruction", "penalty", "higher_order") if k in history[0]]
+    if isinstance(history, dict) or not isinstance(history, Sequence) or not history:
+        raise ValueError("history must be a non-empty list of per-epoch records (dicts)")
+    terms = [k for k in ("loss", "reconstruction", "penalty", "higher_order")
+             if isinstance(history[0], dict) and k in history[0]]
+    if not terms:
+        raise ValueError("history[0] holds none of the loss terms: loss, reconstruction, "
+                         "penalty, higher_order")
+    for i, h in enumerate(history):
+        missing = [k for k in ("epoch", *terms) if not isinstance(h, dict) or k not in h]
+        if missing:
+            raise ValueError(f"history[{i}] lacks {', '.join(missing)}")
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(3.2 * len(terms), 2.8), layout="constrained")
     axes = fig.subplots(1, len(terms), squeeze=False)[0]
@@ -109,6 +118,14 @@ def tangent_images(
     if T.ndim != 3 or X.ndim != 2 or len(X) != len(T) or X.shape[1] != T.shape[2] or not len(X):
         raise ValueError(f"images {X.shape} and tangents {T.shape} do not pair up")
     m, t = T.shape[:2]
+    if t < 1:
+        raise ValueError(f"tangents of shape {T.shape} hold no tangent vector")
+    if singular_values is not None:
+        singular_values = np.asarray(singular_values, dtype=np.float64)
+        if singular_values.ndim != 2 or singular_values.shape[0] != m or \
+                singular_values.shape[1] < t:
+            raise ValueError(f"singular_values of shape {singular_values.shape} must be "
+                             f"({m}, >= {t}): one row per image, one value per tangent")
     shape = tuple(image_shape)
     fig = Figure(figsize=(1.25 * (t + 1) + 0.8, 1.3 * m + 0.5), layout="constrained")
     axes = fig.subplots(m, t + 1, squeeze=False)
@@ -144,6 +161,7 @@ def spectra(curves: dict[str, np.ndarray], *, normalise: bool = True, title: str
     curves: name -> ``(n_points, m)`` singular values per point (or ``(m,)``); each is
     divided by its own leading value when ``normalise``, so shapes compare.
     """
+    _check_curves(curves)
     fig, ax = _figure_and_axes(ax, (5.5, 3.6))
     for name, s in curves.items():
         s = np.atleast_2d(np.asarray(s, dtype=np.float64))
@@ -167,6 +185,12 @@ def contraction_curves(radii: np.ndarray, curves: dict[str, np.ndarray], *,
                        ax=None) -> Figure:
     """Contraction ratio against radius, one line per model; vertical lines mark the
     minimum, median and maximum distance between training points."""
+    _check_curves(curves)
+    radii = np.asarray(radii, dtype=np.float64)
+    for name, ratios in curves.items():
+        if np.shape(ratios) != radii.shape or radii.ndim != 1:
+            raise ValueError(f"curves[{name!r}] of shape {np.shape(ratios)} must match radii of "
+                             f"shape {radii.shape} (1-D)")
     fig, ax = _figure_and_axes(ax, (5.5, 3.6))
     for name, ratios in curves.items():
         ax.plot(radii, ratios, marker="o", ms=3, label=name)
@@ -186,19 +210,27 @@ def codes_scatter(codes: np.ndarray, labels: np.ndarray | None = None, *,
     """Codes in 2-D: the first two components, or a PCA of the codes when there are more,
     coloured by label (with a legend for up to 20 classes, else a colorbar)."""
     codes = np.asarray(codes, dtype=np.float64)
-    if codes.ndim != 2 or not len(codes):
+    if codes.ndim != 2 or not codes.size:
         raise ValueError(f"codes of shape {codes.shape} must be a non-empty 2-D array")
+    if not np.isfinite(codes).all():
+        raise ValueError("codes hold NaN or infinite values")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(codes),):
+            raise ValueError(f"labels of shape {labels.shape} must be ({len(codes)},): one "
+                             "per row of codes")
     if codes.shape[1] > 2:
         centred = codes - codes.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        xy, axis = centred @ vt[:2].T, "PC"
+        xy = np.zeros((len(codes), 2))
+        xy[:, : min(2, len(vt))] = centred @ vt[:2].T  # one point: one component
+        axis = "PC"
     else:
         xy, axis = np.column_stack([codes, np.zeros(len(codes))])[:, :2], "code"
     fig, ax = _figure_and_axes(ax, (5, 4.2))
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.6)
     else:
-        labels = np.asarray(labels)
         classes = np.unique(labels)
         if len(classes) <= 20:
             for c in classes:
@@ -216,6 +248,15 @@ def codes_scatter(codes: np.ndarray, labels: np.ndarray | None = None, *,
 
 def _figure_and_axes(ax, size):
     if ax is not None:
+        if not isinstance(ax, Axes):
+            raise TypeError(f"ax must be one matplotlib Axes or None, not {type(ax).__name__}")
         return ax.figure, ax
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.subplots()
+
+
+def _check_curves(curves) -> None:
+    if not isinstance(curves, dict):
+        raise TypeError(f"curves must be a dict of name -> values, not {type(curves).__name__}")
+    if not curves:
+        raise ValueError("curves is empty: give at least one name -> values")

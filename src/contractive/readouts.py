@@ -16,6 +16,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .validation import check_int
+
 
 def linear_probe(max_iter: int = 300) -> Pipeline:
     """An unfitted linear probe: ``StandardScaler`` then ``LogisticRegression``."""
@@ -42,6 +44,11 @@ def cross_validated_accuracies(codes: np.ndarray, y: np.ndarray, *, max_rows: in
     """Stratified-CV accuracy of both read-outs on at most ``max_rows`` rows, or None when
     the labels do not allow two folds. kNN uses ``n_neighbors``, or fewer when a training
     fold has fewer rows (``knn_neighbors`` says how many)."""
+    codes, y = np.asarray(codes), np.asarray(y)
+    max_rows = check_int("max_rows", max_rows, 2)
+    if codes.ndim != 2 or y.shape != (len(codes),):
+        raise ValueError(f"codes of shape {codes.shape} and labels of shape {y.shape} must be "
+                         "(n, k) and (n,)")
     if len(codes) > max_rows:
         keep = np.random.default_rng(seed).choice(len(codes), max_rows, replace=False)
         codes, y = codes[keep], y[keep]
