@@ -126,8 +126,8 @@ def test_bad_inputs(digits):
         clf.fit(digits.X_train, digits.y_train, digits.X_test)
     with pytest.raises(ValueError, match="labels not in y"):
         clf.fit(digits.X_train, digits.y_train, digits.X_test, digits.y_test + 100)
-    with pytest.raises(ValueError, match=r"y_val of shape \(\d+, 1\) must be 1-D"):
-        clf.fit(digits.X_train, digits.y_train, digits.X_test, digits.y_test[:, None])
+    with pytest.raises(ValueError, match=r"y_val of shape \(\d+, 2\) must be 1-D"):
+        clf.fit(digits.X_train, digits.y_train, digits.X_test, np.c_[digits.y_test, digits.y_test])
     mixed = np.array([None] + [1] * (len(digits.X_test) - 1), dtype=object)
     with pytest.raises(ValueError, match="y_val of dtype object cannot be compared"):
         clf.fit(digits.X_train, digits.y_train, digits.X_test, mixed)
@@ -260,3 +260,14 @@ def test_hidden_layer_sizes_message_matches_what_is_allowed(small, sizes):
         with pytest.raises(ValueError, match="must be a non-empty tuple of integers >= 1") as err:
             call()
         assert "()" not in str(err.value).split("must be")[1]
+
+
+def test_column_vector_y_val_is_read_as_y_is(digits):
+    from sklearn.exceptions import DataConversionWarning
+
+    clf = FineTunedClassifier(hidden_layer_sizes=(8,), max_epochs=1, device="cpu",
+                              random_state=0)
+    with pytest.warns(DataConversionWarning):
+        clf.fit(digits.X_train[:300], digits.y_train[:300], digits.X_test[:100],
+                digits.y_test[:100, None])
+    assert clf.n_epochs_ == 1

@@ -656,14 +656,16 @@ def test_bad_plot_arguments_are_value_or_type_errors():
         with pytest.raises(ValueError, match="codes"):
             codes_scatter(codes)
     for sv in (np.ones((5, 1)), np.ones(5)):
-        with pytest.raises(ValueError, match=r"singular_values of shape .* must be \(5, >= 2\)"):
+        with pytest.raises(ValueError, match=r"singular_values of shape .* must be \(>= 5, >= 2\)"):
             tangent_images(X, T, (4, 4), singular_values=sv)
     with pytest.raises(ValueError, match="no tangent vector"):
         tangent_images(X, T[:, :0], (4, 4))
     for history, words in (([{"loss": 1.0}], r"history\[0\] lacks epoch"),
                            ([{"epoch": 1, "loss": 1.0}, {"epoch": 2}], r"history\[1\] lacks loss"),
                            ({"epoch": 1}, "non-empty list"),
-                           ([{"epoch": 1}], "none of the loss terms")):
+                           ([{"epoch": 1}], "none of the loss terms"),
+                           ([{"epoch": 1, "loss": 1.0, "val_loss": 1.0},
+                             {"epoch": 2, "loss": 1.0}], r"history\[1\] lacks val_loss")):
         with pytest.raises(ValueError, match=words):
             training_curves(history)
 

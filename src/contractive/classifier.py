@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.frozen import FrozenEstimator  # scikit-learn >= 1.6, the minimum supported
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
 
 from .activations import ACTIVATIONS
@@ -342,6 +342,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         if X_val is not None:
             X_val = validate_data(self, X_val, reset=False, dtype=[np.float32, np.float64])
             y_val = np.asarray(y_val)
+            if y_val.ndim == 2 and y_val.shape[1] == 1:
+                y_val = column_or_1d(y_val, warn=True)  # as validate_data treats y
             if y_val.ndim != 1:
                 raise ValueError(f"y_val of shape {y_val.shape} must be 1-D: one label per row "
                                  "of X_val")

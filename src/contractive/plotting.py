@@ -3,7 +3,7 @@ or draws into ``ax=`` where it makes one panel; save with ``fig.savefig(path)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -83,8 +83,9 @@ def training_curves(history: Sequence[dict], *, title: str | None = None) -> Fig
     if not terms:
         raise ValueError("history[0] holds none of the loss terms: loss, reconstruction, "
                          "penalty, higher_order")
+    needed = ("epoch", *terms, *(f"val_{t}" for t in terms if f"val_{t}" in history[0]))
     for i, h in enumerate(history):
-        missing = [k for k in ("epoch", *terms) if not isinstance(h, dict) or k not in h]
+        missing = [k for k in needed if not isinstance(h, dict) or k not in h]
         if missing:
             raise ValueError(f"history[{i}] lacks {', '.join(missing)}")
     epochs = [h["epoch"] for h in history]
@@ -122,10 +123,10 @@ def tangent_images(
         raise ValueError(f"tangents of shape {T.shape} hold no tangent vector")
     if singular_values is not None:
         singular_values = np.asarray(singular_values, dtype=np.float64)
-        if singular_values.ndim != 2 or singular_values.shape[0] != m or \
+        if singular_values.ndim != 2 or singular_values.shape[0] < m or \
                 singular_values.shape[1] < t:
             raise ValueError(f"singular_values of shape {singular_values.shape} must be "
-                             f"({m}, >= {t}): one row per image, one value per tangent")
+                             f"(>= {m}, >= {t}): one row per image, one value per tangent")
     shape = tuple(image_shape)
     fig = Figure(figsize=(1.25 * (t + 1) + 0.8, 1.3 * m + 0.5), layout="constrained")
     axes = fig.subplots(m, t + 1, squeeze=False)
@@ -256,7 +257,7 @@ def _figure_and_axes(ax, size):
 
 
 def _check_curves(curves) -> None:
-    if not isinstance(curves, dict):
+    if not isinstance(curves, Mapping):
         raise TypeError(f"curves must be a dict of name -> values, not {type(curves).__name__}")
     if not curves:
         raise ValueError("curves is empty: give at least one name -> values")
