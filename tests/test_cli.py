@@ -1175,3 +1175,18 @@ def test_run_config_of_an_older_version_with_an_integer_label_column(work, capsy
     code, out, err = run_cli(["evaluate", "r"], capsys)
     assert code == 0, err
     assert "10 samples" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "digits", "--out", ""], "--out is empty"),
+    (["train", "digits", "--out", "   "], "--out is empty"),
+    (["train", "--out", "r", "--resume", "--overwrite"], "contradict"),
+])
+def test_train_flags_that_cannot_be_meant(work, capsys, argv, words):
+    assert run_cli(["train", "digits", "--out", "r", *FAST], capsys)[0] == 0
+    before = sorted(p.name for p in work.rglob("*"))
+    code, _, err = run_cli([*argv, *FAST], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert words in err
+    assert sorted(p.name for p in work.rglob("*")) == before

@@ -81,3 +81,11 @@ def test_a_stack_of_runs_is_fine_tuned(run_dir, tmp_path, capsys):
     assert main(["finetune", str(run_dir), "--stack", str(codes), "--device", "cpu"]) == 2
     assert "a file, not a run folder" in capsys.readouterr().err
     assert not (run_dir / "finetune.json").exists()
+
+
+def test_unlabelled_data_for_a_labelled_run_names_the_data(run_dir, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 64)))
+    assert main(["finetune", str(run_dir), str(tmp_path / "x.npy"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "x.npy: has no labels" in err and "--label-column" in err
+    assert "train with" not in err

@@ -66,11 +66,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         encoder = est
     train = rows.train
-    if train.y is None or rows.y is None:
+    if train.y is None:
         raise ValueError(
-            f"{args.run_dir}: fine-tuning needs labels for the training rows and for "
-            f"{rows.described}; train with --label-column (or use a labelled dataset)"
+            f"{args.run_dir}: fine-tuning needs labels for the run's training rows; train "
+            "with --label-column (or on a labelled dataset)"
         )
+    if rows.y is None:
+        raise ValueError(f"{rows.described}: has no labels; name its label column with "
+                         "--label-column")
     if not 0 < args.validation_fraction < 1:
         raise ValueError(f"--validation-fraction {args.validation_fraction:g} must be between 0 "
                          "and 1 (exclusive): early stopping needs validation rows")

@@ -199,6 +199,11 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if settings["out"] is not None and not str(settings["out"]).strip():
+        raise ValueError("--out is empty: name the run folder, or leave --out out for "
+                         "runs/NAME-TIME")
+    if args.overwrite and args.resume:
+        raise ValueError("--overwrite and --resume contradict each other; pass one")
     if settings["out"]:
         out = Path(settings["out"])
     elif settings["data"]:
@@ -245,8 +250,6 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
     else:
         if not settings["data"]:
             raise ValueError("DATA is missing: name a dataset or a file (or set data in --config)")
-        if args.overwrite and args.resume:
-            raise ValueError("--overwrite and --resume contradict each other; pass one")
         busy = out.is_dir() and any(p for p in out.iterdir() if not p.name.endswith(".tmp"))
         if busy and not (args.overwrite or args.resume):
             raise ValueError(
