@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 import contractive
@@ -567,14 +568,10 @@ def test_failed_save_never_loads_as_a_mixed_model(tmp_path, fitted, monkeypatch)
 
 
 def _tensors(folder: Path) -> dict:
-    from safetensors.torch import load as st_load
-
     return st_load((folder / "model.safetensors").read_bytes())
 
 
 def _save_tensors(folder: Path, tensors: dict) -> None:
-    from safetensors.torch import save as st_save
-
     _set_weights(folder, st_save(tensors, metadata={"format": cio.FORMAT}))
 
 

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from .data import IDX_DATASETS, _spec, cache_dir, check_file, md5_hex, parse_idx, read_idx_bytes
-from .io import default_mode
+from .io import default_mode, missing_folders, remove_empty_folders
 
 _CHUNK = 1 << 16
 TIMEOUT_S = 30.0
@@ -73,7 +73,7 @@ def download_dataset(
     """
     spec = _spec(name)
     folder = Path(dest) if dest is not None else cache_dir(name)
-    created = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
+    created = missing_folders(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,11 +81,7 @@ def download_dataset(
     try:
         _download_files(name, spec, folder, mirrors, progress, force)
     except BaseException:
-        for path in created:  # leave no empty folders behind a failed download
-            try:
-                path.rmdir()
-            except OSError:
-                break  # not empty (or gone): keep it and its parents
+        remove_empty_folders(created)  # leave no empty folders behind a failed download
         raise
     return folder
 

@@ -46,6 +46,23 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """The folders that creating ``path`` (``mkdir(parents=True)``) would make, innermost
+    first: what ``remove_empty_folders`` takes back after a failure."""
+    path = Path(path)
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) while they are empty; stop at the first that is
+    not (it and its parents are kept)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def figure_png(fig: Any, dpi: int = 100) -> bytes:
     """A matplotlib figure rendered as PNG bytes (to write with ``atomic_write_bytes``)."""
     import io as _io

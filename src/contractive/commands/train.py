@@ -29,7 +29,7 @@ from ..activations import ACTIVATIONS
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ..data import DATASETS
 from ..estimator import SCALINGS, ContractiveAutoencoder
-from ..io import atomic_write_bytes, figure_png
+from ..io import atomic_write_bytes, figure_png, missing_folders, remove_empty_folders
 from ..models import LOSSES, OUTPUT_ACTIVATIONS
 from ..penalty import METHODS
 from ..plotting import reconstruction_grid, reconstruction_profiles, training_curves
@@ -387,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
                              f"the run in {out} has done; pass more to continue it")
     ContractiveAutoencoder(**params)._preflight(data.X)  # before anything is written
 
-    created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
+    created = missing_folders(out)
     _prepare_folder(out, args.overwrite, args.resume)
     source = {**data.source, "spec": settings["data"]}
     if stored is not None:  # a resumed run may have changed max_epochs / device / verbose
@@ -416,11 +416,7 @@ def run(args: argparse.Namespace) -> int:
         if hook.saved_epoch is None and resume_state is None:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
-                for parent in created[1:]:  # the folders made for it, while empty
-                    try:
-                        parent.rmdir()
-                    except OSError:
-                        break
+                remove_empty_folders(created[1:])
             where = "no epoch finished, so no run was written" if created else (
                 f"no epoch finished; {out} holds only the run's config: retry with --overwrite")
         else:
