@@ -15,7 +15,8 @@ energy) and by the largest gap of its log spectrum. Estimators:
 
 ``--wide`` instead compares, on the curved cases (torus, swiss roll; the sphere as a
 control) and three seeds, the default encoder against a wide one (100-512-8, contractive
-weight 30) and a deep one (100-256-256-8, weight 0.5, 600 epochs), CAE only; it writes
+weight 30) and two deep ones (100-256-256-8 and 100-512-256-8, weight 0.5, 600 epochs), CAE
+only; it writes
 ``tangents-wide.json`` / ``.md`` (``--encoders`` reruns some, ``--workers`` in parallel).
 """
 
@@ -80,7 +81,8 @@ WIDE = [("torus", "linear", 0.01), ("swiss_roll", "smooth", 0.01), ("sphere", "l
 #: label -> (hidden layers, contractive weight, epochs)
 ENCODERS = {"100-64-8, weight 10": ((64,), 10.0, 200),
             "100-512-8, weight 30": ((512,), 30.0, 200),
-            "100-256-256-8, weight 0.5": ((256, 256), 0.5, 600)}
+            "100-256-256-8, weight 0.5": ((256, 256), 0.5, 600),
+            "100-512-256-8, weight 0.5": ((512, 256), 0.5, 600)}
 
 
 def wide_one(job: tuple) -> dict:

@@ -206,7 +206,7 @@ def test_deep_manifold_recipe_is_the_benchmarked_one():
     spec = importlib.util.spec_from_file_location("tangents_bench", BENCH / "tangents.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    (label,) = [k for k in bench.ENCODERS if k.startswith("100-256-256-8")]
+    (label,) = [k for k in bench.ENCODERS if k.startswith("100-512-256-8")]
     hidden, weight, epochs = bench.ENCODERS[label]
     text = _section_block_text("learned manifold")
     recipes = re.findall(r"^  ```python\n(.*?)^  ```", text, flags=re.S | re.M)
