@@ -255,3 +255,18 @@ def test_tangents_of_a_cae_on_a_circle_follow_the_circle():
                                  random_state=0).fit(test.X[:600])
     angles = A.principal_angles(cae.tangents(test.X_clean[600:], 1), test.tangents[600:])
     assert np.median(angles) < 25
+
+
+@pytest.mark.parametrize("exponent", [-300, -162, 0, 150])
+def test_local_dimension_energy_share_is_scale_free(exponent):
+    """The energy share does not depend on a row's scale: rows near 1e-162 square to
+    subnormals, which lose digits unless the row is rescaled first (it read 2 for 4)."""
+    rng = np.random.default_rng(0)
+    s = np.sort(rng.random((2000, 6)), 1)[:, ::-1]
+    scaled = s * 10.0 ** (exponent + rng.uniform(-3, 3, (2000, 1)))
+    for energy in (0.8, 0.95):
+        np.testing.assert_array_equal(A.local_dimension(scaled, energy=energy),
+                                      A.local_dimension(s, energy=energy))
+    row = np.array([[1.84622904e-162, 1.83387781e-162, 1.56063944e-162, 1.15811612e-162,
+                     3.75704850e-163, 7.18352392e-164]])
+    assert A.local_dimension(row, energy=0.95)[0] == 4

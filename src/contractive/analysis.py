@@ -149,8 +149,8 @@ def local_dimension(spectrum: np.ndarray, *, method: str = LOCAL_DIMENSION_METHO
     if not np.all(np.isfinite(raw)) or np.any(raw < 0):
         raise ValueError("spectrum must hold finite singular values >= 0")
     flat = ~np.any(raw > 0, axis=1)  # all-zero rows: dimension 0
-    s = np.maximum(raw, np.finfo(np.float64).tiny)
     if method == "gap":
+        s = np.maximum(raw, np.finfo(np.float64).tiny)
         if s.shape[1] < 2:
             dims = np.ones(len(s), dtype=np.int64)
         else:
@@ -158,16 +158,14 @@ def local_dimension(spectrum: np.ndarray, *, method: str = LOCAL_DIMENSION_METHO
             dims = gaps.argmax(1).astype(np.int64) + 1
         dims[flat] = 0
         return dims
-    with np.errstate(over="ignore", under="ignore"):
-        sq = s**2
-        total = np.sum(sq, 1, keepdims=True)
-    # rows whose squares under- or overflow (values near 1e-154 or 1e154): the share is
-    # scale-free, so compute it on the row divided by its largest value
-    odd = (~np.isfinite(total[:, 0]) | (total[:, 0] == 0)) & ~flat
-    if np.any(odd):
-        sq[odd] = (raw[odd] / raw[odd].max(1, keepdims=True)) ** 2
-        total[odd] = np.sum(sq[odd], 1, keepdims=True)
-    total[flat] = 1.0  # (any value: these rows are set to 0 below)
+    # the share is scale-free: compute it on each row divided by its largest value, so
+    # squares neither overflow nor lose digits as subnormals (rows near 1e154 or 1e-160)
+    top = raw.max(1, keepdims=True)
+    top[flat] = 1.0  # (any value: these rows are set to 0 below)
+    with np.errstate(under="ignore"):
+        sq = (raw / top) ** 2
+    total = np.sum(sq, 1, keepdims=True)
+    total[flat] = 1.0
     share = np.cumsum(sq, 1) / total
     dims = (share < energy - 1e-12).sum(1).astype(np.int64) + 1
     dims[flat] = 0

@@ -313,10 +313,9 @@ def write_array(path: str | os.PathLike, X: np.ndarray, *, header: list[str] | N
     X = np.asarray(X)
     if X.dtype.kind not in "biuf" or X.ndim != 2:
         raise ValueError(f"{path}: can write a 2-D numeric array, not {X.ndim}-D {X.dtype}")
-    if not np.isfinite(X).all():
-        raise ValueError(f"{path}: the values hold NaN or inf, which the readers refuse")
     if header is not None and (isinstance(header, str) or len(header) != X.shape[1]):
         raise ValueError(f"{path}: header must be a list of {X.shape[1]} column names")
+    check_finite(X, path, None if header is None else list(header))  # as the readers do
     if ext == ".npy":
         buf = _io.BytesIO()
         np.save(buf, np.ascontiguousarray(X))
