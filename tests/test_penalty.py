@@ -891,3 +891,20 @@ def test_penalty_takes_low_precision_x_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         p = P.contractive_penalty(enc.float(), x.bfloat16())
     assert p.shape == (B,) and torch.isfinite(p).all()
+
+
+@pytest.mark.parametrize("error", P._DEVICE_ERRORS)
+def test_generic_encoder_device_errors_pass_through(error):
+    """Out of memory or a failed kernel is the device's trouble: raised as is, not relabelled
+    as a bad x (a ValueError)."""
+    def encoder(x):
+        raise error("device trouble")
+
+    with pytest.raises(error, match="device trouble"):
+        P.contractive_penalty(encoder, torch.ones(3, 4))
+
+
+def test_generic_encoder_bad_input_is_a_value_error():
+    enc = torch.nn.Linear(5, 2)
+    with pytest.raises(ValueError, match="cannot take x of shape"):
+        P.contractive_penalty(enc, torch.ones(3, 4))

@@ -323,13 +323,19 @@ def _check_x(encoder: Callable[[Tensor], Tensor], x: Tensor) -> None:
         )
 
 
+#: Errors of the device itself (``torch.cuda.OutOfMemoryError`` is ``torch.OutOfMemoryError``
+#: where that exists; ``torch.AcceleratorError``, torch >= 2.8, a failed kernel or context).
+_DEVICE_ERRORS: tuple[type[BaseException], ...] = (
+    torch.cuda.OutOfMemoryError, *filter(None, [getattr(torch, "AcceleratorError", None)]))
+
+
 def _code_width(encoder: Callable[[Tensor], Tensor], x: Tensor) -> int:
     """``k`` of a generic encoder, from one sample: the call boundary where an ``x`` the
     encoder cannot take (features, dtype, device) turns into a ``ValueError``."""
     try:
         with torch.no_grad():
             h = encoder(x[:1])
-    except torch.OutOfMemoryError:
+    except _DEVICE_ERRORS:  # the device's trouble, not the input's: passed on as raised
         raise
     except RuntimeError as exc:
         raise ValueError(
