@@ -159,7 +159,7 @@ def main() -> int:
     jobs.sort(key=lambda j: not j[1].startswith("deep"))  # the long fits first
     out = Path(args.out)
     kept = []
-    if (out / "tangents-heldout.json").exists():  # rows of the recipes not rerun
+    if (out / "tangents-heldout.json").exists():  # the rows not rerun
         kept = [r for r in json.loads((out / "tangents-heldout.json").read_text())
                 if r["recipe"] not in args.recipes or r["manifold"] not in args.manifolds]
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
