@@ -51,9 +51,8 @@ DIMS = {"torus 3/1": 60, "torus 2/0.7": 100, "cylinder": 80, "sphere r2": 50, "b
 RECIPES = {"small": dict(hidden_layer_sizes=(64,), contractive_weight=10.0, max_epochs=200),
            "deep": dict(hidden_layer_sizes=(256, 256), contractive_weight=0.5, max_epochs=600),
            "deep 512": dict(hidden_layer_sizes=(512, 256), contractive_weight=0.5,
-                            max_epochs=600),
-           "deep 512 long": dict(hidden_layer_sizes=(512, 256), contractive_weight=0.5,
-                                 max_epochs=1000)}
+                            max_epochs=600)}
+RECIPES["deep 512 long"] = {**RECIPES["deep 512"], "max_epochs": 1000}
 
 
 def _surface(name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -159,15 +158,18 @@ def main() -> int:
     jobs.sort(key=lambda j: not j[1].startswith("deep"))  # the long fits first
     out = Path(args.out)
     kept = []
-    if (out / "tangents-heldout.json").exists():  # the rows not rerun
-        kept = [r for r in json.loads((out / "tangents-heldout.json").read_text())
-                if r["recipe"] not in args.recipes or r["manifold"] not in args.manifolds]
+    try:  # before the fits: a bad --out fails now, not after an hour
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "tangents-heldout.json").exists():  # the rows not rerun
+            kept = [r for r in json.loads((out / "tangents-heldout.json").read_text())
+                    if r["recipe"] not in args.recipes or r["manifold"] not in args.manifolds]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        ap.error(f"--out {out}: {exc}")
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
         rows = kept + list(ex.map(one, jobs))
     order = {m: i for i, m in enumerate(DIMS)}
     recipe_order = {r: i for i, r in enumerate([*RECIPES, "local PCA"])}
     rows.sort(key=lambda r: (order[r["manifold"]], recipe_order[r["recipe"]], r["seed"]))
-    out.mkdir(parents=True, exist_ok=True)
     (out / "tangents-heldout.json").write_text(json.dumps(rows, indent=1))
     (out / "tangents-heldout.md").write_text(table(rows))
     print(table(rows))
