@@ -8,7 +8,8 @@ Measures, in one process on one card:
   CUDA graph (microseconds per kernel);
 * the seed configuration (784 -> 64 sigmoid -> 784 linear, MSE, Adam, batch 100, 55,000
   resident random rows) through ``training.Trainer`` epochs, in variants: the default
-  (hand-derived step, ``GRAPH_STEPS`` steps per CUDA graph), no penalty, eager, more steps
+  (hand-derived step, ``GRAPH_STEPS`` steps per CUDA graph, the Adam update cut into
+  pieces), no penalty, eager, torch's fused Adam step with whole parameters, more steps
   per graph, bf16 autocast, the autograd step instead of the hand-derived one, and the
   hand-derived step through ``torch.compile``;
 * with ``torch.profiler`` (where CUPTI works), kernels per step and their summed GPU time,
@@ -89,6 +90,7 @@ def _compiled(module):
 VARIANTS = {
     # name: (contractive weight, GRAPH_STEPS, graphs on, precision, step override)
     "default (penalty)": (1e-3, None, True, "float32", None),
+    "stock fused Adam (penalty)": (1e-3, None, True, "float32", "stock-adam"),
     "no penalty": (0.0, None, True, "float32", None),
     "eager (penalty)": (1e-3, None, False, "float32", None),
     "eager, no penalty": (0.0, None, False, "float32", None),
@@ -121,6 +123,8 @@ def run_variant(name: str, data: torch.Tensor, device: torch.device, epochs: int
         if override and override.endswith("foreach"):
             trainer.optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, foreach=True,
                                                  capturable=device.type == "cuda")
+        if override and override.endswith(("foreach", "stock-adam")):
+            trainer.split_adam = False  # torch's own step, its parameters whole
         t0 = time.perf_counter()
         trainer._train_epoch((data,))  # warm-up: capture / compile
         _sync(device)
@@ -186,7 +190,8 @@ def main() -> int:
     names = args.only.split(",") if args.only else list(VARIANTS)
     for v in names:
         row = run_variant(v, data, device, args.epochs, profile=v in (
-            "default (penalty)", "eager (penalty)", "torch.compile step, graphed (penalty)",
+            "default (penalty)", "stock fused Adam (penalty)", "eager (penalty)",
+            "torch.compile step, graphed (penalty)",
             "torch.compile step, foreach Adam, graphed (penalty)"))
         out["variants"].append(row)
         print(json.dumps(row), flush=True)

@@ -103,7 +103,7 @@ def test_captured_graphs_are_dropped_when_the_learning_rate_or_data_change():
 
     trainer = Trainer(_module(), TrainConfig(), CPU)
     data = (_data(),)
-    graphs = GraphedSteps(None, None, None, [], GraphedSteps._key(trainer, data))
+    graphs = GraphedSteps({}, None, [], GraphedSteps._key(trainer, data))
     assert graphs.matches(trainer, data)
     assert not graphs.matches(trainer, (_data(),))  # other tensors
     trainer.optimizer.param_groups[0]["lr"] *= 0.5  # a plateau schedule's step
@@ -112,13 +112,17 @@ def test_captured_graphs_are_dropped_when_the_learning_rate_or_data_change():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_trainer_captures_graphs_and_matches_eager(monkeypatch):
-    data = _data(n=2000, d=6)
+    # 205 full batches and one of 5 rows: the first epoch captures after 4 eager steps and
+    # ends with 1 step left over, the second with 5; each remainder gets its own graph
+    data = _data(n=2055, d=6)
     weights = []
     for flag in ("1", "0"):
         monkeypatch.setenv("CONTRACTIVE_CUDA_GRAPHS", flag)
         trainer = Trainer(_module(), TrainConfig(batch_size=10, max_epochs=2), "cuda")
         trainer.fit(data)
         assert (trainer._graphs is not None) == (flag == "1")
+        if flag == "1":
+            assert sorted(trainer._graphs.graphs) == [1, 5, 8]
         weights.append([p.detach().cpu() for p in trainer.module.parameters()])
     for a, b in zip(*weights):
         torch.testing.assert_close(a, b)
