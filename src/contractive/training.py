@@ -442,6 +442,7 @@ class Trainer:
 # -- CUDA graphs ---------------------------------------------------------------------------
 
 GRAPH_STEPS = 8
+#: At least this many eager steps on a side stream before capture (torch's advice).
 _WARMUP_STEPS = 3
 
 
@@ -522,19 +523,25 @@ class GraphedSteps:
     def capture(cls, trainer: Trainer, data: tuple[Tensor, ...], batches: Sequence[Tensor],
                 done: int, names: list[str], acc: Tensor) -> tuple[GraphedSteps | None, int]:
         """Warm up eagerly on a side stream (real steps on the next batches), then capture
-        ``GRAPH_STEPS`` steps. Returns the graphs (or None) and the batches used so far."""
+        ``GRAPH_STEPS`` steps. Returns the graphs (or None) and the batches used so far.
+        The warm-up ends on a multiple of ``GRAPH_STEPS`` batches, so this epoch leaves the
+        same remainder as the next ones and one remainder graph serves them all (a second
+        one cost an H200 6 ms of capture in the second epoch)."""
         B, K = trainer.config.batch_size, GRAPH_STEPS
         full = sum(1 for b in batches if b.shape[0] == B)
-        if full - done - _WARMUP_STEPS < K:
+        warmup = -done % K
+        if warmup < _WARMUP_STEPS:
+            warmup += K
+        if full - done - warmup < K:
             return None, done
         side = torch.cuda.Stream(trainer.device)
         side.wait_stream(torch.cuda.current_stream(trainer.device))
         with torch.cuda.stream(side):
-            for idx in batches[done : done + _WARMUP_STEPS]:
+            for idx in batches[done : done + warmup]:
                 terms = trainer._step(gather(data, idx))
                 acc.add_(torch.stack([terms[k] for k in names]), alpha=B)
         torch.cuda.current_stream(trainer.device).wait_stream(side)
-        done += _WARMUP_STEPS
+        done += warmup
         captured = cls._capture_steps(trainer, data, K, names, acc)
         if captured is None:
             trainer._graphs_failed = True  # deterministic: do not try again each epoch
