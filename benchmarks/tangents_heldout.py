@@ -9,7 +9,10 @@ This script measures them on 2-D manifolds written here, outside the package:
   (R^50) and a paraboloid bowl ``z = x^2 + y^2`` over the unit disc (R^100);
 * three added on 2026-11-27, before any recipe was run on them: a thin torus 3 / 0.7
   (R^70), a catenoid ``(cosh v cos u, cosh v sin u, v)``, ``|v| <= 1`` (R^70), and a Moebius
-  strip of radius 1 and half-width 0.4 (R^90).
+  strip of radius 1 and half-width 0.4 (R^90);
+* three more, added the same way on 2026-11-27 (later): an ellipsoid with semi-axes 2, 1.2
+  and 0.8 (R^80), a saddle ``z = x^2 - y^2`` over ``[-1, 1]^2`` (R^60), and 1.5 turns of a
+  helicoid ``(u cos v, u sin v, 0.3 v)``, ``|u| <= 1`` (R^90).
 
 Each: 2,000 training points with Gaussian noise 0.01 per coordinate, 300 held-out clean
 points, a random isometric embedding ``y = Q p``, analytic tangents. Recipes
@@ -21,6 +24,8 @@ points, a random isometric embedding ``y = Q p``, analytic tangents. Recipes
   tori of a tuning script, not on these);
 * deep 512 long: the same for 1,000 epochs (added later, after a thinner torus, 2.2 / 0.6,
   read 88% at 600 epochs and 94% at 1,000);
+* deep 512 weight 1 / weight 2: "deep 512" with contractive weight 1 or 2 (an exploration:
+  does a stronger penalty contract the thin torus's tube normal?);
 * local PCA on the 300 nearest training points, the classical estimator.
 
 Writes ``tangents-heldout.json`` / ``.md``: the largest principal angle to the true tangent
@@ -47,12 +52,16 @@ from contractive import ContractiveAutoencoder
 from contractive.analysis import principal_angles
 
 DIMS = {"torus 3/1": 60, "torus 2/0.7": 100, "cylinder": 80, "sphere r2": 50, "bowl": 100,
-        "torus 3/0.7": 70, "catenoid": 70, "moebius": 90}
+        "torus 3/0.7": 70, "catenoid": 70, "moebius": 90,
+        "ellipsoid": 80, "saddle": 60, "helicoid": 90}
 RECIPES = {"small": dict(hidden_layer_sizes=(64,), contractive_weight=10.0, max_epochs=200),
            "deep": dict(hidden_layer_sizes=(256, 256), contractive_weight=0.5, max_epochs=600),
            "deep 512": dict(hidden_layer_sizes=(512, 256), contractive_weight=0.5,
                             max_epochs=600)}
 RECIPES["deep 512 long"] = {**RECIPES["deep 512"], "max_epochs": 1000}
+# the same with a stronger penalty: does it contract the thin torus's tube normal?
+RECIPES["deep 512 weight 1"] = {**RECIPES["deep 512"], "contractive_weight": 1.0}
+RECIPES["deep 512 weight 2"] = {**RECIPES["deep 512"], "contractive_weight": 2.0}
 
 
 def _surface(name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +101,23 @@ def _surface(name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, n
         tu = np.stack([drho * np.cos(u) - rho * np.sin(u), drho * np.sin(u) + rho * np.cos(u),
                        0.5 * w * c], 1)
         tv = np.stack([c * np.cos(u), c * np.sin(u), s], 1)
+    elif name == "ellipsoid":  # semi-axes 2, 1.2, 0.8
+        a, b, c = 2.0, 1.2, 0.8
+        th, ph = np.arccos(rng.uniform(-1, 1, n)), rng.uniform(0, 2 * np.pi, n)
+        p = np.stack([a * np.sin(th) * np.cos(ph), b * np.sin(th) * np.sin(ph),
+                      c * np.cos(th)], 1)
+        tu = np.stack([a * np.cos(th) * np.cos(ph), b * np.cos(th) * np.sin(ph),
+                       -c * np.sin(th)], 1)
+        tv = np.stack([-a * np.sin(ph), b * np.cos(ph), zero], 1)  # d/dphi over sin(theta)
+    elif name == "saddle":  # z = x^2 - y^2 over [-1, 1]^2
+        x, y = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+        p = np.stack([x, y, x**2 - y**2], 1)
+        tu, tv = np.stack([np.ones(n), zero, 2 * x], 1), np.stack([zero, np.ones(n), -2 * y], 1)
+    elif name == "helicoid":  # (u cos v, u sin v, 0.3 v), |u| <= 1, 1.5 turns
+        u, v = rng.uniform(-1, 1, n), rng.uniform(0, 3 * np.pi, n)
+        p = np.stack([u * np.cos(v), u * np.sin(v), 0.3 * v], 1)
+        tu = np.stack([np.cos(v), np.sin(v), zero], 1)
+        tv = np.stack([-u * np.sin(v), u * np.cos(v), np.full(n, 0.3)], 1)
     else:
         raise ValueError(f"unknown manifold {name!r}; valid: {', '.join(DIMS)}")
     q, _ = np.linalg.qr(np.stack([tu, tv], 2))  # (n, 3, 2)
@@ -109,8 +135,8 @@ def sample(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, Y[2000:], T[2000:] @ Q.T
 
 
-def one(job: tuple[str, str, int]) -> dict:
-    name, recipe, seed = job
+def one(job: tuple[str, str, int, str]) -> dict:
+    name, recipe, seed, device = job
     torch.set_num_threads(1)
     X, X_test, T = sample(name)
     t0 = time.perf_counter()
@@ -118,7 +144,7 @@ def one(job: tuple[str, str, int]) -> dict:
         angles, share = principal_angles(local_pca(X, X_test, 2, 300), T), None
     else:
         est = ContractiveAutoencoder(n_components=8, scaling="standard", random_state=seed,
-                                     **RECIPES[recipe]).fit(X)
+                                     device=device, **RECIPES[recipe]).fit(X)
         angles = principal_angles(est.tangents(X_test, 2), T)
         share = float(np.mean(est.local_dimension(X_test) == 2))
     row = {"manifold": name, "ambient_dim": DIMS[name], "recipe": recipe, "seed": seed,
@@ -142,6 +168,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--device", default="cpu", help="where the recipes train (cpu, cuda)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--recipes", nargs="+", choices=[*RECIPES, "local PCA"],
                     default=[*RECIPES, "local PCA"], metavar="RECIPE",
@@ -152,9 +179,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.workers < 1:
         ap.error(f"--workers {args.workers} must be at least 1")
-    jobs = [(m, r, s) for m in args.manifolds for r in RECIPES if r in args.recipes
-            for s in args.seeds]
-    jobs += [(m, "local PCA", 0) for m in args.manifolds if "local PCA" in args.recipes]
+    jobs = [(m, r, s, args.device) for m in args.manifolds for r in RECIPES
+            if r in args.recipes for s in args.seeds]
+    jobs += [(m, "local PCA", 0, "cpu") for m in args.manifolds if "local PCA" in args.recipes]
     jobs.sort(key=lambda j: not j[1].startswith("deep"))  # the long fits first
     out = Path(args.out)
     kept = []
