@@ -30,7 +30,7 @@ points, a random isometric embedding ``y = Q p``, analytic tangents. Recipes
 
 Writes ``tangents-heldout.json`` / ``.md``: the largest principal angle to the true tangent
 plane (mean and 90th percentile, degrees) and the share of points whose local dimension
-reads 2. ``--recipes`` and ``--manifolds`` rerun some recipes or manifolds only and keep the
+reads 2; rows trained on a GPU (``--device cuda``) name the card after the recipe. ``--recipes`` and ``--manifolds`` rerun some recipes or manifolds only and keep the
 other rows of an earlier ``tangents-heldout.json`` in ``--out``.
 """
 
@@ -148,6 +148,8 @@ def one(job: tuple[str, str, int, str]) -> dict:
         angles = principal_angles(est.tangents(X_test, 2), T)
         share = float(np.mean(est.local_dimension(X_test) == 2))
     row = {"manifold": name, "ambient_dim": DIMS[name], "recipe": recipe, "seed": seed,
+           "device": "cpu" if recipe == "local PCA" or device == "cpu"
+           else torch.cuda.get_device_name(torch.device(device)),
            "mean": float(angles.mean()), "p90": float(np.percentile(angles, 90)),
            "local_dimension_share": share, "fit_s": time.perf_counter() - t0}
     print(json.dumps(row), flush=True)
@@ -159,7 +161,9 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|"]
     for r in rows:
         share = "" if r["local_dimension_share"] is None else f"{r['local_dimension_share']:.0%}"
-        lines.append(f"| {r['manifold']} (R^{r['ambient_dim']}) | {r['recipe']} | {r['seed']} | "
+        where = r.get("device", "cpu")  # rows trained on a GPU name it
+        recipe = r["recipe"] if where == "cpu" else f"{r['recipe']} ({where.split()[-1]})"
+        lines.append(f"| {r['manifold']} (R^{r['ambient_dim']}) | {recipe} | {r['seed']} | "
                      f"{r['mean']:.1f} / {r['p90']:.1f} | {share} |")
     return "\n".join(lines) + "\n"
 
