@@ -30,8 +30,9 @@ points, a random isometric embedding ``y = Q p``, analytic tangents. Recipes
 
 Writes ``tangents-heldout.json`` / ``.md``: the largest principal angle to the true tangent
 plane (mean and 90th percentile, degrees) and the share of points whose local dimension
-reads 2; rows trained on a GPU (``--device cuda``) name the card after the recipe. ``--recipes`` and ``--manifolds`` rerun some recipes or manifolds only and keep the
-other rows of an earlier ``tangents-heldout.json`` in ``--out``.
+reads 2; rows trained on a GPU (``--device cuda``) name the card after the recipe.
+``--recipes`` and ``--manifolds`` rerun some recipes or manifolds only and keep the other
+rows of an earlier ``tangents-heldout.json`` in ``--out``.
 """
 
 from __future__ import annotations

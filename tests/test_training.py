@@ -241,8 +241,12 @@ def test_non_finite_loss_stops_with_last_good_weights():
         callbacks=[lambda t: snapshots.append(
             {k: v.clone() for k, v in t.module.state_dict().items()})],
     )
-    with pytest.raises(NonFiniteLossError, match=r"epoch 3.*learning_rate.*contractive_weight"):
+    with pytest.raises(NonFiniteLossError,
+                       match=r"epoch 3.*learning_rate.*contractive_weight") as info:
         trainer.fit(x)
+    # the cause alone, for callers that say where their checkpoints are instead
+    assert str(info.value).startswith(info.value.cause + "; the model keeps")
+    assert "epoch 3" in info.value.cause and "model keeps" not in info.value.cause
     assert trainer.epoch == 2 and len(trainer.history) == 2
     state = trainer.module.state_dict()
     assert all(torch.isfinite(v).all() for v in state.values())

@@ -52,7 +52,14 @@ _SHOWN = ("loss", "reconstruction", "penalty", "val_loss")  # on the progress ba
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the model holds the last good epoch's weights."""
+    """The loss became NaN or infinite; the model holds the last good epoch's weights.
+
+    ``cause``: what diverged and what to try, without what became of the model (a caller
+    that saved checkpoints says where they are instead)."""
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = message if cause is None else cause
 
 
 @dataclass
@@ -388,10 +395,11 @@ class Trainer:
             if bad:
                 self.module.load_state_dict(last_good[0])
                 self._load_optimizer(last_good[1])
+                cause = (f"training diverged in epoch {self.epoch + 1}: the {bad[0]}; try a "
+                         f"lower learning_rate (now {c.learning_rate:g}) or contractive_weight")
                 raise NonFiniteLossError(
-                    f"training diverged in epoch {self.epoch + 1}: the {bad[0]}; try a lower "
-                    f"learning_rate (now {c.learning_rate:g}) or contractive_weight; the model "
-                    f"keeps the weights of the last good epoch ({self.epoch})"
+                    f"{cause}; the model keeps the weights of the last good epoch ({self.epoch})",
+                    cause=cause,
                 )
             record["time_s"] = time.perf_counter() - t0
             record["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])

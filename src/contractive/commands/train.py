@@ -422,8 +422,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             epoch = hook.saved_epoch if hook.saved_epoch is not None else resume_state["epoch"]
             where = f"the checkpoint of epoch {epoch} is in {out}"
-        first = str(exc).splitlines()[0].split("; the model keeps")[0]
-        raise NonFiniteLossError(f"{first}; {where}") from None
+        raise NonFiniteLossError(f"{exc.cause}; {where}", cause=exc.cause) from None
     fit_s = time.perf_counter() - t0
     metrics = _metrics(est, data, fit_s)
     est.save(out)
