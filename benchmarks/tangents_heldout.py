@@ -51,6 +51,7 @@ from tangents import local_pca  # benchmarks/tangents.py, beside this script
 
 from contractive import ContractiveAutoencoder
 from contractive.analysis import principal_angles
+from contractive.training import resolve_device
 
 DIMS = {"torus 3/1": 60, "torus 2/0.7": 100, "cylinder": 80, "sphere r2": 50, "bowl": 100,
         "torus 3/0.7": 70, "catenoid": 70, "moebius": 90,
@@ -149,7 +150,7 @@ def one(job: tuple[str, str, int, str]) -> dict:
         angles = principal_angles(est.tangents(X_test, 2), T)
         share = float(np.mean(est.local_dimension(X_test) == 2))
     row = {"manifold": name, "ambient_dim": DIMS[name], "recipe": recipe, "seed": seed,
-           "device": "cpu" if recipe == "local PCA" or device == "cpu"
+           "device": "cpu" if recipe == "local PCA" else device if not device.startswith("cuda")
            else torch.cuda.get_device_name(torch.device(device)),
            "mean": float(angles.mean()), "p90": float(np.percentile(angles, 90)),
            "local_dimension_share": share, "fit_s": time.perf_counter() - t0}
@@ -184,6 +185,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.workers < 1:
         ap.error(f"--workers {args.workers} must be at least 1")
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as exc:
+        ap.error(f"--device: {exc}")
     jobs = [(m, r, s, args.device) for m in args.manifolds for r in RECIPES
             if r in args.recipes for s in args.seeds]
     jobs += [(m, "local PCA", 0, "cpu") for m in args.manifolds if "local PCA" in args.recipes]
