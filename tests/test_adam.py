@@ -22,6 +22,7 @@ def _params(shapes, device, seed=0):
 @pytest.mark.parametrize("shapes", [
     [(64, 784), (784, 64), (64,), (784,)],  # the seed configuration: 28 pieces of 4,096
     [(5, 3), (7,)],  # smaller than one piece
+    [(333, 333), (0,), (3,)],  # odd sizes (the kernel's scalar and vector paths); empty
     [(300, 70)] * 40,  # more tensors than one launch takes: not cut
 ])
 @pytest.mark.parametrize("options", [
@@ -51,6 +52,45 @@ def test_split_step_equals_the_fused_step_bit_for_bit(device, shapes, options):
     torch.optim.Adam(_params(shapes, device), fused=True).load_state_dict(ours.state_dict())
 
 
+def test_split_step_cuts_the_seed_configuration_into_28_pieces(monkeypatch):
+    shapes = [(64, 784), (784, 64), (64,), (784,)]
+    params = _params(shapes, "cpu")
+    opt = torch.optim.Adam(params, fused=True)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    calls = []
+    kernel = torch._fused_adam_
+
+    def counting(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps, **kw):
+        calls.append([len(params), len(grads), len(exp_avgs), len(exp_avg_sqs), len(steps)])
+        assert max(t.numel() for t in params) == 4096
+        return kernel(params, grads, exp_avgs, exp_avg_sqs, max_sqs, steps, **kw)
+
+    monkeypatch.setattr(torch, "_fused_adam_", counting)
+    adam.step(opt)
+    assert calls == [[28] * 5]  # 13 + 13 + 1 + 1, in one launch
+    assert all(float(opt.state[p]["step"]) == 1 for p in params)  # advanced once each
+
+
+def test_split_step_follows_each_param_group_settings():
+    shapes = [(40, 30), (30,), (50, 20)]
+    a, b = _params(shapes, "cpu"), _params(shapes, "cpu")
+
+    def groups(ps):
+        return [dict(params=ps[:2], lr=1e-2, weight_decay=0.1),
+                dict(params=ps[2:], lr=1e-3, betas=(0.5, 0.9), maximize=True)]
+
+    ref = torch.optim.Adam(groups(a), fused=True)
+    ours = torch.optim.Adam(groups(b), fused=True)
+    for _ in range(3):
+        for pa, pb in zip(a, b):
+            pa.grad = torch.randn_like(pa)
+            pb.grad = pa.grad.clone()
+        ref.step()
+        adam.step(ours)
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a, b))
+
+
 def test_piece_size_keeps_one_launch_and_aligned_pieces():
     for numels in ([50176, 50176, 64, 784], [10], [401408, 65536, 4096, 512, 32, 128] * 2):
         size = adam.piece_size(numels)
@@ -69,18 +109,40 @@ def test_splits_only_the_fused_adam_it_reproduces():
     assert not adam.splits(torch.optim.Adam(p, fused=True, lr=torch.tensor(1e-3)))
     q = torch.nn.Parameter(torch.zeros(4, 3).T)  # not contiguous
     assert not adam.splits(torch.optim.Adam([q], fused=True))
+    mixed = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3).double())]
+    assert not adam.splits(torch.optim.Adam(mixed, fused=True))  # one dtype per launch
+    # a state saved by an Adam that was not fused brings its flags along
+    fused = torch.optim.Adam(p, fused=True)
+    fused.load_state_dict(torch.optim.Adam(p).state_dict())
+    assert not adam.splits(fused)
 
 
-def test_trainer_with_the_split_step_trains_as_with_the_stock_step():
+def test_trainer_with_the_split_step_trains_as_with_the_stock_step(monkeypatch):
     data = torch.rand(300, 20, generator=torch.Generator().manual_seed(0))
+    calls = []
+    split_step = adam.step
+    monkeypatch.setattr(adam, "step", lambda opt: calls.append(1) or split_step(opt))
     weights = []
     for split in (True, False):
         module = ContractiveAutoencoderModule(
             CAEConfig(in_features=20, n_components=5, contractive_weight=0.1), seed=0)
         trainer = Trainer(module, TrainConfig(batch_size=32, max_epochs=2), "cpu")
         assert not trainer.split_adam  # on a CPU the stock step (no gain there)
-        trainer.split_adam = split
+        # the split step runs inside CUDA graph capture only; here, as if capturing
+        trainer.split_adam = trainer._capturing = split
         trainer.fit(data)
         weights.append([p.detach().clone() for p in module.parameters()])
+    assert len(calls) == 2 * 10  # every step of the first fit, none of the second
     for a, b in zip(*weights):
         assert torch.equal(a, b)
+
+
+def test_trainer_stops_splitting_when_a_foreign_optimizer_state_is_loaded():
+    module = ContractiveAutoencoderModule(
+        CAEConfig(in_features=6, n_components=3, contractive_weight=0.1), seed=0)
+    trainer = Trainer(module, TrainConfig(), "cpu")
+    trainer.split_adam = True  # as on CUDA
+    trainer._load_optimizer(trainer.optimizer.state_dict())
+    assert trainer.split_adam  # its own state: still splits
+    trainer._load_optimizer(torch.optim.Adam(module.parameters()).state_dict())  # not fused
+    assert not trainer.split_adam

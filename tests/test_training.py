@@ -110,6 +110,63 @@ def test_captured_graphs_are_dropped_when_the_learning_rate_or_data_change():
     assert not graphs.matches(trainer, data)
 
 
+class _FakeGraph:
+    """Stands in for a captured CUDA graph: each replay records the batch indices it got."""
+
+    def __init__(self, index, log):
+        self.index, self.log = index, log
+
+    def replay(self):
+        self.log.append(self.index.clone())
+
+
+def _fake_captures(monkeypatch, log, fail=()):
+    from contractive.training import GraphedSteps
+
+    def capture(trainer, data, k, names, acc):
+        if k in fail:
+            return None
+        index = torch.empty((k, trainer.config.batch_size), dtype=torch.int64)
+        return _FakeGraph(index, log), index
+
+    monkeypatch.setattr(GraphedSteps, "_capture_steps", staticmethod(capture))
+    return capture
+
+
+def test_graph_replay_takes_every_full_batch_once_in_order(monkeypatch):
+    from contractive.training import GraphedSteps
+
+    log = []
+    capture = _fake_captures(monkeypatch, log)
+    trainer = Trainer(_module(), TrainConfig(batch_size=10), CPU)
+    data = (_data(n=2055),)
+    batches = epoch_batches(2055, 10, torch.Generator().manual_seed(0))  # 205 full, one of 5
+    graphs = GraphedSteps({8: capture(trainer, data, 8, [], None)}, None, [], ())
+    for done, remainder in ((8, 5), (0, 5), (203, 2), (205, None)):
+        log.clear()
+        assert graphs.replay(trainer, data, batches, done) == 205  # the 5-row batch: eager
+        replayed = torch.cat([torch.empty(0, 10, dtype=torch.int64), *log]).view(-1)
+        assert torch.equal(replayed, torch.cat([torch.empty(0, dtype=torch.int64),
+                                                *batches[done:205]]))
+        if remainder:  # the last replay is the remainder's own graph
+            assert log[-1].shape == (remainder, 10)
+    assert sorted(graphs.graphs) == [2, 5, 8]  # a remainder's graph is captured once
+
+
+def test_a_failed_remainder_capture_leaves_the_epoch_to_eager_steps(monkeypatch):
+    from contractive.training import GraphedSteps
+
+    log = []
+    capture = _fake_captures(monkeypatch, log, fail=(5,))
+    trainer = Trainer(_module(), TrainConfig(batch_size=10), CPU)
+    data = (_data(n=2050),)
+    batches = epoch_batches(2050, 10, torch.Generator().manual_seed(0))
+    trainer._graphs = graphs = GraphedSteps({8: capture(trainer, data, 8, [], None)}, None,
+                                            [], ())
+    assert graphs.replay(trainer, data, batches, 0) == 0 and log == []
+    assert trainer._graphs is None and trainer._graphs_failed
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_trainer_captures_graphs_and_matches_eager(monkeypatch):
     # 205 full batches and one of 5 rows: the first epoch captures after 8 eager steps, so

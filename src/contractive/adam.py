@@ -36,32 +36,48 @@ def piece_size(numels: list[int]) -> int:
     rounded up to a multiple of 1,024 (each parameter adds at most one partial piece)."""
     spare = MAX_PIECES - len(numels)
     if spare <= 0:
-        return max(numels, default=1)
-    return math.ceil(math.ceil(sum(numels) / spare) / _ALIGN) * _ALIGN
-
-
-def _pieces(tensors: list[Tensor], size: int) -> list[Tensor]:
-    return [piece for t in tensors for piece in t.view(-1).split(size)]
+        return max(max(numels, default=1), 1)
+    return max(math.ceil(math.ceil(sum(numels) / spare) / _ALIGN), 1) * _ALIGN
 
 
 def splits(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``step`` can cut this optimizer's update into pieces: ``torch.optim.Adam``
-    with ``fused=True``, no ``amsgrad``, float learning rates, contiguous parameters."""
-    return (type(optimizer) is torch.optim.Adam and hasattr(torch, "_fused_adam_")
-            and getattr(optimizer, "grad_scale", None) is None
-            and getattr(optimizer, "found_inf", None) is None
-            and all(g.get("fused") and not g.get("amsgrad") and not g.get("differentiable")
-                    and not g.get("decoupled_weight_decay")
-                    and not isinstance(g["lr"], Tensor)
-                    and all(p.is_contiguous() for p in g["params"])
-                    for g in optimizer.param_groups))
+    with ``fused=True`` and ``capturable`` where its parameters are on CUDA, no
+    ``amsgrad``, float learning rates, no gradient scaler attached, and in each group one
+    device and dtype and contiguous parameters and moments, with each step count on its
+    parameter's device (as the fused kernel reads it). Check it again after
+    ``load_state_dict``: a state saved by another optimizer brings its own flags."""
+    if type(optimizer) is not torch.optim.Adam or not hasattr(torch, "_fused_adam_") \
+            or getattr(optimizer, "grad_scale", None) is not None \
+            or getattr(optimizer, "found_inf", None) is not None:
+        return False
+    for g in optimizer.param_groups:
+        params = g["params"]
+        if not g.get("fused") or g.get("amsgrad") or g.get("differentiable") \
+                or g.get("decoupled_weight_decay") or isinstance(g["lr"], Tensor) \
+                or len({(p.device, p.dtype) for p in params}) > 1 \
+                or (any(p.is_cuda for p in params) and not g.get("capturable")):
+            return False
+        for p in params:
+            state = optimizer.state.get(p, {})
+            if not p.is_contiguous() or any(
+                    not state[k].is_contiguous() for k in ("exp_avg", "exp_avg_sq") if k in state):
+                return False
+            if "step" in state and state["step"].device != p.device:
+                return False
+    return True
 
 
 @torch.no_grad()
 def step(optimizer: torch.optim.Adam) -> None:
     """``optimizer.step()`` for an Adam that ``splits``, through torch's fused kernel with
     every parameter (and its gradient and moments) cut into pieces of ``piece_size``.
-    Step hooks registered on the optimizer are not called."""
+    Step hooks registered on the optimizer are not called. A gradient scaler attached
+    since (``grad_scale`` / ``found_inf``) hands the step to ``optimizer.step()``."""
+    if getattr(optimizer, "grad_scale", None) is not None \
+            or getattr(optimizer, "found_inf", None) is not None:
+        optimizer.step()
+        return
     for group in optimizer.param_groups:
         params: list[Tensor] = []
         grads: list[Tensor] = []
@@ -73,12 +89,17 @@ def step(optimizer: torch.optim.Adam) -> None:
             continue
         torch._foreach_add_(steps, 1)  # once per parameter, shared by its pieces
         size = piece_size([p.numel() for p in params])
-        counts = [math.ceil(p.numel() / size) for p in params]
+        lists: tuple[list[Tensor], ...] = ([], [], [], [], [])
+        for p, g, m, v, count in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+            # views of the parameter and its moments (contiguous: ``splits``), so the kernel
+            # updates them in place; the gradient is only read, and may be a copy
+            pieces = [t.view(-1).split(size) for t in (p, g.contiguous(), m, v)]
+            for out, cut in zip(lists, pieces):
+                out.extend(cut)
+            lists[4].extend([count] * len(pieces[0]))
         beta1, beta2 = group["betas"]
         torch._fused_adam_(
-            _pieces(params, size), _pieces([g.contiguous() for g in grads], size),
-            _pieces(exp_avgs, size), _pieces(exp_avg_sqs, size), [],
-            [s for s, k in zip(steps, counts) for _ in range(k)],
+            *lists[:4], [], lists[4],
             lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
             eps=group["eps"], amsgrad=False, maximize=group["maximize"],
         )

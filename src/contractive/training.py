@@ -19,10 +19,12 @@ Design notes
   from the generator passed in) train through ``GraphedSteps``: ``GRAPH_STEPS`` whole steps
   (batch gather, forward, backward, optimizer) captured as one CUDA graph and replayed, the
   batch indices copied into a static buffer in between; the epoch's remainder (fewer than
-  ``GRAPH_STEPS`` batches) replays a graph of its own, and only a last batch smaller than
-  the others runs eagerly. A module whose step ``draws_random`` (dropout, probes, noise) is graphed
-  only where torch can register the trainer's generator with the graph, so each replay
-  draws fresh numbers. Set ``CONTRACTIVE_CUDA_GRAPHS=0`` to train eagerly throughout.
+  ``GRAPH_STEPS`` batches) replays a graph of its own. Eager steps: the first epoch's first
+  step and warm-up (to a multiple of ``GRAPH_STEPS``, so every epoch leaves the same
+  remainder) and a last batch smaller than the others. A module whose step
+  ``draws_random`` (dropout, probes, noise) is graphed only where torch can register the
+  trainer's generator with the graph, so each replay draws fresh numbers. Set
+  ``CONTRACTIVE_CUDA_GRAPHS=0`` to train eagerly throughout.
 * A non-finite loss ends training with ``NonFiniteLossError``; the module is restored to
   its weights after the last good epoch first.
 """
@@ -208,9 +210,11 @@ class Trainer:
         self.device = device
         self.callbacks = list(callbacks)
         self.optimizer = self._make_optimizer()
-        # torch's fused Adam kernel, its parameters cut into pieces (``adam.py``): on a GPU,
-        # 22 us of the seed configuration's 108 us step was the update on 4 thread blocks
+        # torch's fused Adam kernel, its parameters cut into pieces (``adam.py``), inside CUDA
+        # graphs: 22 us of the seed configuration's 108 us graphed step was the update on 4
+        # thread blocks. Eager steps keep torch's step: cutting costs the host about 100 us.
         self.split_adam = device.type == "cuda" and adam.splits(self.optimizer)
+        self._capturing = False
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.epoch = 0
@@ -283,6 +287,8 @@ class Trainer:
     def _load_optimizer(self, state: dict) -> None:
         self.optimizer.load_state_dict(state)
         self._graphs = None  # captured graphs point at the optimizer's old state tensors
+        # a state saved by another optimizer (not fused, steps on the host) brings its flags
+        self.split_adam = self.split_adam and adam.splits(self.optimizer)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -306,7 +312,7 @@ class Trainer:
             with autocast:
                 terms = self.module(*batch, generator=self.noise_gen)
             terms["loss"].backward()
-        if self.split_adam:
+        if self.split_adam and self._capturing:
             adam.step(self.optimizer)
         else:
             self.optimizer.step()
@@ -319,6 +325,7 @@ class Trainer:
         batches = epoch_batches(n, c.batch_size, self.shuffle_gen, device=data[0].device)
         graphs = self._graphs if self._graphs is not None and self._graphs.matches(self, data) \
             else None
+        self._graphs = graphs  # graphs of another learning rate or data: freed before capture
         done = 0
         if graphs is None:  # the first step, eager, names the terms
             terms = self._step([b.to(self.device, non_blocking=True)
@@ -512,6 +519,7 @@ class GraphedSteps:
         try:
             if draws:  # dropout masks, probes, noise: fresh numbers at each replay
                 graph.register_generator_state(trainer.noise_gen)
+            trainer._capturing = True
             with torch.cuda.graph(graph):
                 for j in range(k):
                     terms = trainer._step(gather(data, index[j]))
@@ -525,6 +533,8 @@ class GraphedSteps:
                 trainer.noise_gen = torch.Generator(device=trainer.device)
                 trainer.noise_gen.set_state(saved_gen)
             return None
+        finally:
+            trainer._capturing = False
         return graph, index
 
     @classmethod
@@ -540,6 +550,8 @@ class GraphedSteps:
         warmup = -done % K
         if warmup < _WARMUP_STEPS:
             warmup += K
+        if full - done - warmup < K:  # too few batches to align: the least warm-up
+            warmup = _WARMUP_STEPS
         if full - done - warmup < K:
             return None, done
         side = torch.cuda.Stream(trainer.device)
@@ -552,7 +564,9 @@ class GraphedSteps:
         done += warmup
         captured = cls._capture_steps(trainer, data, K, names, acc)
         if captured is None:
-            trainer._graphs_failed = True  # deterministic: do not try again each epoch
+            # an op that cannot be captured fails every epoch: train eagerly from now on
+            # (a transient failure, such as memory, also ends graphing for this trainer)
+            trainer._graphs_failed = True
             return None, done
         graphs = cls({K: captured}, acc, names, cls._key(trainer, data))
         trainer._graphs = graphs
