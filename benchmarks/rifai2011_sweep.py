@@ -52,8 +52,8 @@ ROWS = [(f"{ft} lambda {lam}", f"cpu:{lam}", ft) for ft in FINETUNE for lam in (
 ROWS += [(f"pretrain-{ep} lambda {lam}", f"pretrain:{lam}:{ep}", "base")
          for lam, ep in ((0.05, 50), (0.2, 50), (0.5, 50), (1.0, 50), (0.1, 150), (0.3, 150),
                          (0.1, 50), (0.3, 50))]
-# plain SGD pre-training, as the paper (its rates are for a loss summed over the 784 pixels;
-# ours is their mean, so a rate here is about 784x the paper's)
+# SGD pre-training (the estimator's: momentum 0.9) instead of Adam; the paper's rates are for a
+# loss summed over the 784 pixels, ours is their mean, so a rate here is about 784x theirs
 ROWS += [(f"pretrain-sgd-{lr:g}-{ep} lambda {lam}", f"pretrain:{lam}:{ep}:sgd:{lr}", "base")
          for lr, ep in ((2.0, 50), (10.0, 50), (10.0, 150)) for lam in (0.1, 0.3)]
 

@@ -124,6 +124,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Per-feature scaling fitted on the training data and applied inside; outputs and
         Jacobians are in the units of the input.
     optimizer : {"adam", "sgd"}, default="adam"
+        ``sgd`` is stochastic gradient descent with momentum 0.9 (``torch.optim.SGD``).
     batch_size : int, default=100
     max_epochs : int, default=200
     learning_rate : float, default=3e-3
