@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from contractive import fastpath, training  # noqa: E402
 from contractive.models import CAEConfig, ContractiveAutoencoderModule  # noqa: E402
-from contractive.training import TrainConfig, Trainer  # noqa: E402
+from contractive.training import TrainConfig, Trainer, resolve_device  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -177,17 +177,29 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rows", type=int, default=55000)
-    ap.add_argument("--only", help="comma-separated variant names")
+    ap.add_argument("--only", nargs="+", metavar="VARIANT",
+                    help="run these variants only (quote each name)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        ap.error(f"--device: {exc}")
+    if args.rows < 100:
+        ap.error(f"--rows {args.rows} must be at least 100 (one batch)")
+    if args.epochs < 1:
+        ap.error(f"--epochs {args.epochs} must be at least 1")
+    unknown = [v for v in args.only or () if v not in VARIANTS]
+    if unknown:
+        ap.error(f"--only: unknown variant(s) {', '.join(map(repr, unknown))}; valid: "
+                 f"{', '.join(map(repr, VARIANTS))}")
     gen = torch.Generator().manual_seed(0)
     data = torch.rand(args.rows, 784, generator=gen).to(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     out = {"device": name, "torch": torch.__version__, "kernel": platform.release(),
            "launch": launch_cost(device), "variants": []}
     print(json.dumps(out["launch"]), flush=True)
-    names = args.only.split(",") if args.only else list(VARIANTS)
+    names = args.only or list(VARIANTS)
     for v in names:
         row = run_variant(v, data, device, args.epochs, profile=v in (
             "default (penalty)", "stock fused Adam (penalty)", "eager (penalty)",

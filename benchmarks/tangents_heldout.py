@@ -206,7 +206,9 @@ def main() -> int:
         rows = kept + list(ex.map(one, jobs))
     order = {m: i for i, m in enumerate(DIMS)}
     recipe_order = {r: i for i, r in enumerate([*RECIPES, "local PCA"])}
-    rows.sort(key=lambda r: (order[r["manifold"]], recipe_order[r["recipe"]], r["seed"]))
+    # (rows kept from --out may name recipes or manifolds since removed: last)
+    rows.sort(key=lambda r: (order.get(r["manifold"], len(order)),
+                             recipe_order.get(r["recipe"], len(recipe_order)), r["seed"]))
     (out / "tangents-heldout.json").write_text(json.dumps(rows, indent=1))
     (out / "tangents-heldout.md").write_text(table(rows))
     print(table(rows))
