@@ -141,8 +141,11 @@ def test_trainer_stops_splitting_when_a_foreign_optimizer_state_is_loaded():
     module = ContractiveAutoencoderModule(
         CAEConfig(in_features=6, n_components=3, contractive_weight=0.1), seed=0)
     trainer = Trainer(module, TrainConfig(), "cpu")
-    trainer.split_adam = True  # as on CUDA
-    trainer._load_optimizer(trainer.optimizer.state_dict())
-    assert trainer.split_adam  # its own state: still splits
+    trainer.device = torch.device("cuda")  # as on CUDA (nothing here touches the device)
+    own = trainer.optimizer.state_dict()
+    trainer._load_optimizer(own)
+    assert trainer.split_adam  # its own state: splits
     trainer._load_optimizer(torch.optim.Adam(module.parameters()).state_dict())  # not fused
     assert not trainer.split_adam
+    trainer._load_optimizer(own)  # and again with a fused one
+    assert trainer.split_adam

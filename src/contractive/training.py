@@ -288,7 +288,7 @@ class Trainer:
         self.optimizer.load_state_dict(state)
         self._graphs = None  # captured graphs point at the optimizer's old state tensors
         # a state saved by another optimizer (not fused, steps on the host) brings its flags
-        self.split_adam = self.split_adam and adam.splits(self.optimizer)
+        self.split_adam = self.device.type == "cuda" and adam.splits(self.optimizer)
 
     # -- the loop -----------------------------------------------------------------------
 
