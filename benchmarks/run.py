@@ -8,7 +8,8 @@ Parts:
 * ``seed``: the seed configuration (MNIST, first 55,000 training images, 784 -> 64 sigmoid
   -> 784 linear, MSE + 1e-3 penalty, Adam 1e-3, batch 100, 3 epochs) through the public
   estimator: samples/s (median epoch after the first), test MSE and mean ``||J||_F^2``;
-  the same without the penalty (the closed form's overhead); and the seed's Keras model
+  the same without the penalty (the closed form's overhead; on a CPU also step against
+  step in alternating rounds, ``penalty_step_overhead``); and the seed's Keras model
   (``../shared/bench/seed_keras.py``) run in the same benchmark run when a Python with
   Keras is given (``--keras-python``, JAX backend).
 * ``deep``: a deep encoder 784-512-128-32 (sigmoid), one training step (forward, backward,
@@ -101,6 +102,37 @@ def gemm_ceiling(device: str, batch: int = 100, d: int = 784, k: int = 64,
     return out
 
 
+def penalty_step_overhead(X: torch.Tensor, rounds: int = 40, steps: int = 25) -> dict:
+    """CPU: the training step with the closed-form penalty against the step without it,
+    timed in alternating rounds of ``steps`` steps each (random batches of 100 rows of the
+    resident ``X``), the order swapped every round. This machine's speed drifts between
+    whole fits; within a pair of rounds far less, so the median of the per-round ratios is
+    the steadier figure for the target (1.10x)."""
+    from contractive.models import CAEConfig, ContractiveAutoencoderModule
+    from contractive.training import TrainConfig, Trainer, gather
+
+    trainers = {lam: Trainer(ContractiveAutoencoderModule(
+        CAEConfig(in_features=X.shape[1], n_components=64, contractive_weight=lam), seed=0),
+        TrainConfig(batch_size=100), torch.device("cpu")) for lam in (1e-3, 0.0)}
+    gen = torch.Generator().manual_seed(0)
+    times: dict[float, list[float]] = {lam: [] for lam in trainers}
+    for r in range(rounds + 1):
+        for lam in (1e-3, 0.0) if r % 2 else (0.0, 1e-3):
+            batches = [torch.randint(0, len(X), (100,), generator=gen) for _ in range(steps)]
+            t0 = time.perf_counter()
+            for idx in batches:
+                trainers[lam]._step(gather((X,), idx))
+            if r:  # round 0 warms up
+                times[lam].append(time.perf_counter() - t0)
+    ratios = [a / b for a, b in zip(times[1e-3], times[0.0])]
+    return {"median_ratio": statistics.median(ratios),
+            "p10_ratio": float(np.percentile(ratios, 10)),
+            "p90_ratio": float(np.percentile(ratios, 90)),
+            "step_us_penalty": 1e6 * statistics.median(times[1e-3]) / steps,
+            "step_us_no_penalty": 1e6 * statistics.median(times[0.0]) / steps,
+            "rounds": rounds, "steps_per_round": steps}
+
+
 def bench_seed(device: str, data_dir: str | None, epochs: int, repeats: int) -> dict:
     """The seed configuration, ``repeats`` times with and without the penalty, interleaved
     (this machine's speed drifts): samples/s is the median over every epoch but the first
@@ -149,6 +181,7 @@ def bench_seed(device: str, data_dir: str | None, epochs: int, repeats: int) -> 
                                / out["penalty"]["samples_per_s"])
     if not cpu:
         return out
+    out["penalty_step_overhead"] = penalty_step_overhead(torch.as_tensor(X))
     ceilings.append(gemm_ceiling(device, thread_scaling=True))
     step_us = statistics.median(c["step_gemms_us"] for c in ceilings)
     out["gemm_ceiling"] = {
@@ -346,6 +379,12 @@ def markdown(result: dict) -> str:
                          f"{keras['no penalty']['samples_per_s']:,.0f} | | |")
         lines += ["", f"Closed-form penalty overhead: {seed['penalty_overhead']:.2f}x the "
                   "training time without it."]
+        step = seed.get("penalty_step_overhead")
+        if step:
+            lines.append(f"The same, step against step in {step['rounds']} alternating rounds: "
+                         f"{step['median_ratio']:.2f}x (10-90%: {step['p10_ratio']:.2f}-"
+                         f"{step['p90_ratio']:.2f}x; {step['step_us_penalty']:.0f} against "
+                         f"{step['step_us_no_penalty']:.0f} us).")
         if "penalty" in keras:
             ratio = seed["penalty"]["samples_per_s"] / keras["penalty"]["samples_per_s"]
             lines.append(f"Ours against the seed's Keras model (JAX): {ratio:.2f}x samples/s.")
