@@ -129,7 +129,7 @@ def test_trainer_with_the_split_step_trains_as_with_the_stock_step(monkeypatch):
         trainer = Trainer(module, TrainConfig(batch_size=32, max_epochs=2), "cpu")
         assert not trainer.split_adam  # on a CPU the stock step (no gain there)
         # the split step runs inside CUDA graph capture only; here, as if capturing
-        trainer.split_adam = trainer._capturing = split
+        trainer._split_step = split
         trainer.fit(data)
         weights.append([p.detach().clone() for p in module.parameters()])
     assert len(calls) == 2 * 10  # every step of the first fit, none of the second
@@ -137,15 +137,20 @@ def test_trainer_with_the_split_step_trains_as_with_the_stock_step(monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_trainer_stops_splitting_when_a_foreign_optimizer_state_is_loaded():
+def test_a_foreign_optimizer_state_loads_with_the_trainer_own_flags():
+    # a run resumed on another device: the saved groups' fused / capturable / foreach must
+    # not replace this trainer's (a CPU state resumed on CUDA could not be graph-captured)
     module = ContractiveAutoencoderModule(
         CAEConfig(in_features=6, n_components=3, contractive_weight=0.1), seed=0)
     trainer = Trainer(module, TrainConfig(), "cpu")
-    trainer.device = torch.device("cuda")  # as on CUDA (nothing here touches the device)
-    own = trainer.optimizer.state_dict()
-    trainer._load_optimizer(own)
-    assert trainer.split_adam  # its own state: splits
-    trainer._load_optimizer(torch.optim.Adam(module.parameters()).state_dict())  # not fused
-    assert not trainer.split_adam
-    trainer._load_optimizer(own)  # and again with a fused one
-    assert trainer.split_adam
+    x = torch.rand(64, 6, generator=torch.Generator().manual_seed(0))
+    other = torch.optim.Adam(module.parameters(), lr=0.5, foreach=False)  # not fused
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    other.step()
+    trainer._load_optimizer(other.state_dict())
+    group = trainer.optimizer.param_groups[0]
+    assert group["fused"] and not group["capturable"] and group["lr"] == 0.5  # lr: saved
+    assert adam.splits(trainer.optimizer)
+    assert all(s["step"].dtype == torch.float32 for s in trainer.optimizer.state.values())
+    trainer.fit(x)  # and trains on

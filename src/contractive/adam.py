@@ -12,7 +12,8 @@ parameter cut into contiguous pieces (views: ``p.view(-1).split(piece)``, with i
 and moments cut alike), so the update spreads over up to ``MAX_PIECES`` blocks in one launch.
 Adam's update is elementwise, so the result is the same, bit for bit (``tests/test_adam.py``
 checks it against ``optimizer.step()``). Each parameter's step count is advanced once, as
-torch does, and shared by its pieces. The trainer uses it on CUDA, where ``splits``.
+torch does, and shared by its pieces. Cutting costs the host about 100 us a step, so the
+trainer uses it only while capturing a CUDA graph (paid once), where ``splits``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def splits(optimizer: torch.optim.Optimizer) -> bool:
         params = g["params"]
         if not g.get("fused") or g.get("amsgrad") or g.get("differentiable") \
                 or g.get("decoupled_weight_decay") or isinstance(g["lr"], Tensor) \
+                or any(isinstance(b, Tensor) for b in g["betas"]) \
                 or len({(p.device, p.dtype) for p in params}) > 1 \
                 or (any(p.is_cuda for p in params) and not g.get("capturable")):
             return False

@@ -213,8 +213,9 @@ class Trainer:
         # torch's fused Adam kernel, its parameters cut into pieces (``adam.py``), inside CUDA
         # graphs: 22 us of the seed configuration's 108 us graphed step was the update on 4
         # thread blocks. Eager steps keep torch's step: cutting costs the host about 100 us.
-        self.split_adam = device.type == "cuda" and adam.splits(self.optimizer)
-        self._capturing = False
+        # Whether a capture splits is decided when it starts (``adam.splits``).
+        self.split_adam = device.type == "cuda"
+        self._split_step = False
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.epoch = 0
@@ -285,10 +286,18 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
 
     def _load_optimizer(self, state: dict) -> None:
+        """Load ``state`` with this trainer's own implementation flags: a state saved on
+        another device (a CPU run resumed on CUDA, say) carries its ``fused`` / ``capturable``
+        / ``foreach``, and torch would take them over (then no CUDA graph could capture the
+        step). With this device's flags, torch moves the step counts where they belong."""
+        own = [{k: g[k] for k in ("fused", "capturable", "foreach") if k in g}
+               for g in self.optimizer.param_groups]
+        groups = state.get("param_groups", [])
+        if isinstance(groups, list) and len(groups) == len(own):
+            state = {**state, "param_groups": [{**saved, **mine} if isinstance(saved, dict)
+                                               else saved for saved, mine in zip(groups, own)]}
         self.optimizer.load_state_dict(state)
         self._graphs = None  # captured graphs point at the optimizer's old state tensors
-        # a state saved by another optimizer (not fused, steps on the host) brings its flags
-        self.split_adam = self.device.type == "cuda" and adam.splits(self.optimizer)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -312,7 +321,7 @@ class Trainer:
             with autocast:
                 terms = self.module(*batch, generator=self.noise_gen)
             terms["loss"].backward()
-        if self.split_adam and self._capturing:
+        if self._split_step:
             adam.step(self.optimizer)
         else:
             self.optimizer.step()
@@ -519,12 +528,12 @@ class GraphedSteps:
         try:
             if draws:  # dropout masks, probes, noise: fresh numbers at each replay
                 graph.register_generator_state(trainer.noise_gen)
-            trainer._capturing = True
+            trainer._split_step = trainer.split_adam and adam.splits(trainer.optimizer)
             with torch.cuda.graph(graph):
                 for j in range(k):
                     terms = trainer._step(gather(data, index[j]))
                     acc.add_(torch.stack([terms[n] for n in names]), alpha=index.shape[1])
-        except RuntimeError as exc:  # an op that cannot be captured: stay eager
+        except (RuntimeError, TypeError) as exc:  # an op that cannot be captured: stay eager
             warnings.warn(f"CUDA graph capture failed ({exc}); training eagerly",
                           RuntimeWarning, stacklevel=3)
             torch.cuda.synchronize(trainer.device)
@@ -534,7 +543,7 @@ class GraphedSteps:
                 trainer.noise_gen.set_state(saved_gen)
             return None
         finally:
-            trainer._capturing = False
+            trainer._split_step = False
         return graph, index
 
     @classmethod
