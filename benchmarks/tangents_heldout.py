@@ -208,7 +208,8 @@ def main() -> int:
     recipe_order = {r: i for i, r in enumerate([*RECIPES, "local PCA"])}
     # (rows kept from --out may name recipes or manifolds since removed: last)
     rows.sort(key=lambda r: (order.get(r["manifold"], len(order)),
-                             recipe_order.get(r["recipe"], len(recipe_order)), r["seed"]))
+                             recipe_order.get(r["recipe"], len(recipe_order)),
+                             r.get("device", "cpu") != "cpu", r["seed"]))
     (out / "tangents-heldout.json").write_text(json.dumps(rows, indent=1))
     (out / "tangents-heldout.md").write_text(table(rows))
     print(table(rows))
