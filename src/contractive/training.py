@@ -491,8 +491,8 @@ def _graphable(trainer: Trainer, data: tuple[Tensor, ...]) -> bool:
 class GraphedSteps:
     """Training steps captured as CUDA graphs: ``GRAPH_STEPS`` per graph, replayed over an
     epoch's full batches, and one graph for the remainder of the epoch (fewer steps,
-    captured the first time an epoch ends with that many), so only a last batch smaller
-    than the others runs eagerly.
+    captured the first time an epoch ends with that many), so that after the first epoch's
+    warm-up only a last batch smaller than the others runs eagerly.
 
     A graph gathers its batches from the resident data through ``index`` (``(k, B)`` int64,
     static), runs each step (forward, backward, optimizer) and adds the terms, times ``B``,
