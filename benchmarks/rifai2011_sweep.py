@@ -45,6 +45,8 @@ FINETUNE = {
                                         "random_state": 1},
     "input-dropout-0.1+lr-0.1+seed-2": {"input_dropout": 0.1, "learning_rate": 0.1,
                                         "random_state": 2},
+    "input-dropout-0.1+seed-1": {"input_dropout": 0.1, "random_state": 1},
+    "input-dropout-0.1+seed-2": {"input_dropout": 0.1, "random_state": 2},
 }
 # (row name, first layer: "cpu:lambda" for a model of --models, or
 # "pretrain:lambda:epochs[:sgd:learning rate]" pre-trained here, with Adam 1e-3 or plain SGD)
