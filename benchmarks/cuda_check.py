@@ -1,16 +1,17 @@
 """CUDA-graph training against eager training, on the GPU (a check, not a unit test).
 
-    python benchmarks/cuda_check.py --data-dir DIR [--json OUT]
+    python benchmarks/cuda_check.py --data-dir DIR [--json OUT] [--only CASE ...]
 
 Trains the seed configuration (784-64-784, MNIST subset), a deep encoder with the exact
 penalty (784-256-64, autograd step), the same with the one-probe estimate, a one-layer CAE+H,
-and a fine-tuned classifier without and with dropout twice from the same seed, once through
+a fine-tuned classifier without and with dropout, and one with dropout and the Manifold
+Tangent Classifier's term (exact, and estimated with probes) twice from the same seed, once through
 ``training.GraphedSteps`` and once eagerly
 (``CONTRACTIVE_CUDA_GRAPHS=0``), and prints the largest weight difference, the losses and
 the time of each. Both must agree to float32 rounding, and each graphed fit must have
 captured its graphs. The classifier runs a plateau schedule with patience 1, so that a
 learning-rate drop, where one happens, is crossed by graphs captured again. The estimate,
-CAE+H and dropout draw random numbers inside the graphs (from the trainer's generator,
+CAE+H, dropout and the probes draw random numbers inside the graphs (from the trainer's generator,
 registered with each graph): equal weights show that a replay draws what eager steps draw.
 """
 
@@ -55,6 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--json")
+    ap.add_argument("--only", nargs="+", help="cases to run (default: all)")
     args = ap.parse_args()
     from contractive import ContractiveAutoencoder, FineTunedClassifier, training
     from contractive.data import load_mnist
@@ -96,15 +98,33 @@ def main() -> int:
                                    device="cuda", random_state=0).fit(
             X[:15000], y[:15000], X[15000:], y[15000:])
 
+    def mtc(**kw):
+        # the Manifold Tangent Classifier's term along a small CAE's tangents (exact, or
+        # estimated with probes drawn inside the graphs), with dropout
+        def make():
+            enc = ContractiveAutoencoder(n_components=64, max_epochs=1, device="cuda",
+                                         random_state=0).fit(X[:5000])
+            return FineTunedClassifier(enc, max_epochs=3, dropout=0.5, tangent_weight=1.0,
+                                       n_tangents=5, device="cuda", random_state=0, **kw).fit(
+                X[:15000], y[:15000], X[15000:], y[15000:])
+        return make
+
     cases = {"cae": cae, "deep": deep, "estimate": estimate, "cae_h": cae_h,
-             "classifier": clf, "dropout": dropout}
+             "classifier": clf, "dropout": dropout, "mtc": mtc(), "mtc_probes": mtc(
+                 tangent_probes=1)}
+    unknown = sorted(set(args.only or ()) - set(cases))
+    if unknown:
+        print(f"cuda_check: error: unknown cases {unknown}; known: {sorted(cases)}",
+              file=sys.stderr)
+        return 2
+    cases = {k: v for k, v in cases.items() if not args.only or k in args.only}
     for name, make in cases.items():
         original = _counting_capture(name)
         (g, tg), (e, te) = _fit(make, True), _fit(make, False)
         training.GraphedSteps.capture = classmethod(original)
         diffs = [float((a - b).abs().max()) for a, b in
                  zip(g.module_.state_dict().values(), e.module_.state_dict().values())]
-        classifier = name in ("classifier", "dropout")
+        classifier = name in ("classifier", "dropout", "mtc", "mtc_probes")
         key = "loss" if classifier else "reconstruction"
         out[name] = {
             "max_weight_difference": max(diffs),
@@ -123,7 +143,7 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     # steps that draw random numbers are graphed only where torch registers generators
-    drawing = {"estimate", "cae_h", "dropout"}
+    drawing = {"estimate", "cae_h", "dropout", "mtc", "mtc_probes"}
     ok = all(np.isfinite(out[k]["max_weight_difference"])
              and out[k]["max_weight_difference"] < 1e-2
              and (out[k]["graph_captures"] > 0

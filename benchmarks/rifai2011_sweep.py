@@ -47,6 +47,12 @@ FINETUNE = {
                                         "random_state": 2},
     "input-dropout-0.1+seed-1": {"input_dropout": 0.1, "random_state": 1},
     "input-dropout-0.1+seed-2": {"input_dropout": 0.1, "random_state": 2},
+    # the Manifold Tangent Classifier's term (tangent_weight beta, n_tangents m; exact unless
+    # tangent_probes): the classifier made flat along the CAE's leading tangents
+    **{f"mtc-{beta:g}": {"tangent_weight": beta} for beta in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)},
+    "mtc-1-m5": {"tangent_weight": 1.0, "n_tangents": 5},
+    "mtc-1-m30": {"tangent_weight": 1.0, "n_tangents": 30},
+    "mtc-1-probe1": {"tangent_weight": 1.0, "tangent_probes": 1},
 }
 # (row name, first layer: "cpu:lambda" for a model of --models, or
 # "pretrain:lambda:epochs[:sgd:learning rate]" pre-trained here, with Adam 1e-3 or plain SGD)
@@ -120,7 +126,9 @@ def _run_row(name: str, source: str, ft: str, split, p, args) -> dict:
             "valid_error": clf.best_validation_error_,
             "test_error": clf.error(split.X_test, split.y_test),
             "epochs": clf.n_epochs_, "best_epoch": clf.best_epoch_,
-            "pretrain_s": round(t1 - t0, 1), "finetune_s": round(clf.fit_time_, 1)}
+            "pretrain_s": round(t1 - t0, 1), "finetune_s": round(clf.fit_time_, 1),
+            **({"tangents_s": round(clf.tangents_time_, 1)} if hasattr(clf, "tangents_time_")
+               else {})}
 
 
 def main() -> int:

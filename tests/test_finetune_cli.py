@@ -36,10 +36,23 @@ def test_finetune_reports_and_writes_its_results(run_dir, capsys):
     (["--batch-size", "0"], "batch_size=0"),
     (["--validation-fraction", "1.5"], "--validation-fraction 1.5"),
     (["--validation-fraction", "0"], "--validation-fraction 0"),
+    (["--tangent-weight", "-1"], "tangent_weight=-1.0"),
+    (["--tangent-weight", "1", "--n-tangents", "0"], "n_tangents=0"),
+    (["--tangent-weight", "1", "--tangent-probes", "-2"], "tangent_probes=-2"),
+    (["--tangent-weight", "1", "--n-tangents", "65"], "n_tangents=65 must be between 1 and the 64"),
 ])
 def test_bad_options_exit_2(run_dir, capsys, extra, match):
     assert main(["finetune", str(run_dir), "--device", "cpu", *extra]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_manifold_tangent_classifier_from_the_command_line(run_dir, capsys):
+    assert main(["finetune", str(run_dir), "--max-epochs", "3", "--learning-rate", "0.3",
+                 "--tangent-weight", "1", "--n-tangents", "4", "--tangent-probes", "1",
+                 "--no-baseline", "--device", "cpu", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert set(results) == {"fine-tuned CAE", "frozen codes"}
+    assert 0 <= results["fine-tuned CAE"]["test_error"] < 0.9
 
 
 def test_unlabelled_data_is_refused(tmp_path, capsys):

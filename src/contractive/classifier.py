@@ -34,6 +34,7 @@ from .activations import ACTIVATIONS
 from .estimator import ContractiveAutoencoder
 from .models import glorot_init_
 from .stacking import StackedContractiveAutoencoder
+from .tangentprop import directional_derivatives, leading_tangents
 from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, resolve_device
 from .validation import check_choice, check_float, check_hidden, check_int
 
@@ -105,28 +106,43 @@ def encoder_layers(encoder: Any) -> EncoderLayers:
                          first.scale_factor_.copy())
 
 
-def _dropout(h: Tensor, rate: float, generator: torch.Generator | None) -> Tensor:
-    """Zero each entry of ``h`` with probability ``rate`` (drawn from ``generator``) and scale
-    the rest by ``1 / (1 - rate)``: ``E[out] = h``."""
+def _dropout(h: Tensor, rate: float, generator: torch.Generator | None,
+             t: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Zero each entry of ``h`` ``(B, k)`` with probability ``rate`` (drawn from ``generator``)
+    and scale the rest by ``1 / (1 - rate)``: ``E[out] = h``. Directional derivatives ``t``
+    ``(B, P, k)``, when given, get the same mask (the derivative of the thinned net)."""
     if rate == 0.0:
-        return h
+        return h, t
     keep = torch.rand(h.shape, generator=generator, device=h.device, dtype=h.dtype) >= rate
-    return h * keep / (1.0 - rate)
+    if t is not None:
+        t = t * keep.unsqueeze(1) / (1.0 - rate)
+    return h * keep / (1.0 - rate), t
 
 
 class ClassifierModule(nn.Module):
     """MLP with a softmax head; ``forward(x, y)`` returns ``loss`` (mean cross-entropy) and
     ``error`` (the share of misclassified rows), both scalars. In training mode, dropout at
-    rates ``input_dropout`` (on ``x``) and ``dropout`` (on each hidden layer's output)."""
+    rates ``input_dropout`` (on ``x``) and ``dropout`` (on each hidden layer's output).
+
+    ``forward(x, y, tangents)`` in training mode with ``tangent_weight`` beta > 0 adds the
+    Manifold Tangent Classifier's term (``contractive.tangentprop``), reported as ``tangent``:
+    ``beta * mean_b sum_i ||(dp/dx) u_i||^2`` over the rows ``u_i`` of ``tangents[b]``
+    ``(B, m, d)``; with ``tangent_probes`` P > 0, estimated without bias from P random
+    combinations ``v = a^T tangents[b]``, ``a ~ N(0, I_m)``, per row (``mean_P ||(dp/dx) v||^2``,
+    each probe costing one forward pass of the net where an exact term costs m).
+    """
 
     def __init__(self, sizes: list[int], n_classes: int, activation: str, seed: int = 0,
-                 dropout: float = 0.0, input_dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, input_dropout: float = 0.0, tangent_weight: float = 0.0,
+                 tangent_probes: int = 0) -> None:
         super().__init__()
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], n_classes)
         self.activation = activation
         self.dropout = float(dropout)
         self.input_dropout = float(input_dropout)
+        self.tangent_weight = float(tangent_weight)
+        self.tangent_probes = int(tangent_probes)
         self.register_buffer("input_offset", torch.zeros(sizes[0]))
         self.register_buffer("input_scale", torch.ones(sizes[0]))
         glorot_init_(self, seed)
@@ -148,29 +164,51 @@ class ClassifierModule(nn.Module):
 
     @property
     def draws_random(self) -> bool:
-        """Whether a training step draws dropout masks."""
-        return self.dropout > 0.0 or self.input_dropout > 0.0
+        """Whether a training step draws dropout masks (or tangent probes)."""
+        return (self.dropout > 0.0 or self.input_dropout > 0.0
+                or (self.tangent_weight > 0.0 and self.tangent_probes > 0))
 
     def logits(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``(B, d) -> (B, n_classes)``; dropout (from ``generator``) in training mode."""
-        act = ACTIVATIONS[self.activation].fn
+        return self._propagate(x, None, generator)[0]
+
+    def _propagate(self, x: Tensor, v: Tensor | None, generator: torch.Generator | None
+                   ) -> tuple[Tensor, Tensor | None]:
+        """Logits ``(B, C)`` and, with directions ``v`` ``(B, P, d)``, their derivatives along
+        them ``(B, P, C)`` (forward mode: ``t <- s'(z) * (t W^T)`` layer by layer)."""
+        act = ACTIVATIONS[self.activation]
         drop = self.training
         h = (x - self.input_offset) / self.input_scale
+        t = None if v is None else v / self.input_scale
         if drop:
-            h = _dropout(h, self.input_dropout, generator)
+            h, t = _dropout(h, self.input_dropout, generator, t)
         for layer in self.layers:
-            h = act(layer(h))
+            z = layer(h)
+            h = act.fn(z)
+            if t is not None:
+                t = (t @ layer.weight.T) * act.derivative(z, h).unsqueeze(1)
             if drop:
-                h = _dropout(h, self.dropout, generator)
-        return self.head(h)
+                h, t = _dropout(h, self.dropout, generator, t)
+        return self.head(h), (None if t is None else t @ self.head.weight.T)
 
-    def forward(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None
-                ) -> dict[str, Tensor]:
-        logits = self.logits(x, generator)
-        return {
-            "loss": F.cross_entropy(logits, y),
-            "error": (logits.argmax(1) != y).float().mean(),
-        }
+    def forward(self, x: Tensor, y: Tensor, tangents: Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        if tangents is None or self.tangent_weight == 0.0 or not self.training:
+            logits = self.logits(x, generator)
+            terms = {"loss": F.cross_entropy(logits, y)}
+        else:
+            v = tangents
+            if self.tangent_probes:
+                a = torch.randn((x.shape[0], self.tangent_probes, tangents.shape[1]),
+                                generator=generator, device=x.device, dtype=x.dtype)
+                v = a @ tangents  # (B, P, d)
+            logits, dlogits = self._propagate(x, v, generator)
+            sq = directional_derivatives(logits, dlogits).square().sum(-1)  # (B, P)
+            tangent = (sq.mean(1) if self.tangent_probes else sq.sum(1)).mean()
+            terms = {"loss": F.cross_entropy(logits, y) + self.tangent_weight * tangent,
+                     "tangent": tangent}
+        terms["error"] = (logits.argmax(1) != y).float().mean()
+        return terms
 
 
 class FineTunedClassifier(ClassifierMixin, BaseEstimator):
@@ -195,6 +233,16 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         Dropout rate on every hidden layer's output during training (0: none).
     input_dropout : float in [0, 1), default=0.0
         Dropout rate on the input during training.
+    tangent_weight : float >= 0, default=0.0
+        beta of the Manifold Tangent Classifier (``contractive.tangentprop``): the loss gains
+        ``beta * mean_b sum_i ||(dp/dx)(x_b) u_i(x_b)||^2``, ``p`` the softmax outputs and
+        ``u_1 .. u_m`` the leading right singular vectors of the *encoder's* Jacobian at each
+        training row (its tangent plane, computed once before training). Needs an encoder.
+    n_tangents : int >= 1, default=15
+        m, the tangents per training row when ``tangent_weight > 0``.
+    tangent_probes : int >= 0, default=0
+        0: the term exactly, over all m tangents (each costs about one forward pass of the
+        first layer per step); P > 0: an unbiased estimate from P random combinations of them.
     optimizer : {"sgd", "adam"}, default="sgd"
         SGD with (Nesterov) ``momentum``, as is usual for fine-tuning.
     learning_rate, momentum, nesterov, weight_decay, batch_size, max_epochs
@@ -231,6 +279,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self, encoder: Any = None, *, hidden_layer_sizes: tuple[int, ...] = (1000,),
         activation: str = "sigmoid", dropout: float = 0.0, input_dropout: float = 0.0,
+        tangent_weight: float = 0.0, n_tangents: int = 15, tangent_probes: int = 0,
         optimizer: str = "sgd", learning_rate: float = 0.05,
         momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 0.0,
         batch_size: int = 100, max_epochs: int = 100, lr_schedule: str = "plateau",
@@ -242,6 +291,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.activation = activation
         self.dropout = dropout
         self.input_dropout = input_dropout
+        self.tangent_weight = tangent_weight
+        self.n_tangents = n_tangents
+        self.tangent_probes = tangent_probes
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.momentum = momentum
@@ -319,10 +371,33 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self._check_architecture()
         self._train_config(n_train, 0, early=True)
         self._dropout_rates()
+        self._tangent_settings()
 
     def _dropout_rates(self) -> dict[str, float]:
         return {name: check_float(name, getattr(self, name), 0, 1)
                 for name in ("dropout", "input_dropout")}
+
+    def _tangent_settings(self) -> dict[str, float]:
+        settings = {"tangent_weight": check_float("tangent_weight", self.tangent_weight, 0),
+                    "tangent_probes": check_int("tangent_probes", self.tangent_probes, 0)}
+        check_int("n_tangents", self.n_tangents, 1)
+        if settings["tangent_weight"] > 0 and self.encoder is None:
+            raise ValueError(f"tangent_weight={self.tangent_weight!r} needs an encoder, whose "
+                             "Jacobian gives the tangents; use tangent_weight=0 without one")
+        return settings
+
+    def _tangents(self, layers: EncoderLayers, x: Tensor, device: torch.device, seed: int
+                  ) -> Tensor:
+        """The encoder's leading ``n_tangents`` tangents at each row of ``x``, ``(n, m, d)``."""
+        start = time.perf_counter()
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        gen = torch.Generator(device=device).manual_seed(seed + 3)
+        tangents = leading_tangents(
+            [as_t(W) for W in layers.weights], [as_t(b) for b in layers.biases],
+            layers.activation, as_t(layers.offset), as_t(layers.scale), x,
+            self.n_tangents, generator=gen)
+        self.tangents_time_ = time.perf_counter() - start
+        return tangents
 
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> FineTunedClassifier:
         """Fine-tune on ``X`` ``(n, d)`` with labels ``y`` ``(n,)``; validate on
@@ -369,11 +444,14 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             val = (x[perm[:n_val]], t[perm[:n_val]]) if n_val else None
         config = self._train_config(len(train[0]), seed, early=val is not None)
         rates = self._dropout_rates()
+        tangent = self._tangent_settings()
         device = resolve_device(self.device)
         self.module_ = ClassifierModule(sizes, len(self.classes_), activation, seed=seed,
-                                        **rates)
+                                        **rates, **tangent)
         if layers is not None:
             self.module_.load_encoder(layers)
+        if tangent["tangent_weight"] > 0:
+            train = (*train, self._tangents(layers, train[0], device, seed))
         trainer = Trainer(self.module_, config, device)
         start = time.perf_counter()
         try:

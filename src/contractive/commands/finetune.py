@@ -4,7 +4,9 @@ Fine-tunes an MLP initialised from the run's encoder (a softmax layer added; eve
 trained on the labels, SGD with Nesterov momentum, early stopping on a validation share of
 the run's training rows) and reports its error on DATA (default: the run's held-out rows),
 beside the same MLP from random weights and the linear-probe and 5-NN read-outs of the
-frozen codes. Writes ``finetune.json`` into RUN_DIR.
+frozen codes. ``--tangent-weight`` adds the Manifold Tangent Classifier's term (the MLP made
+flat along the encoder's leading tangents; ``contractive.tangentprop``). Writes
+``finetune.json`` into RUN_DIR.
 
 A stack (the paper's CAE-2): train a second run on the first run's codes (``contractive
 encode RUN_DIR DATA --split train -o codes.npy``, then ``contractive train codes.npy``) and
@@ -27,7 +29,8 @@ EXAMPLE = """examples:
   contractive finetune runs/digits
   contractive finetune runs/mnist mnist --max-epochs 50 --json
   contractive finetune runs/mine test.csv --label-column label --no-baseline
-  contractive finetune runs/layer1 --stack runs/layer2       # a CAE-2 stack"""
+  contractive finetune runs/layer1 --stack runs/layer2       # a CAE-2 stack
+  contractive finetune runs/mnist mnist --tangent-weight 1   # Manifold Tangent Classifier"""
 
 
 def register(sub) -> None:
@@ -46,6 +49,14 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=100, metavar="INT")
     p.add_argument("--dropout", type=float, default=0.0, metavar="FLOAT",
                    help="dropout rate on the hidden layers in training (default 0: none)")
+    p.add_argument("--tangent-weight", type=float, default=0.0, metavar="FLOAT",
+                   help="beta of the Manifold Tangent Classifier: the classifier is also made "
+                        "flat along the encoder's leading tangents (default 0: off)")
+    p.add_argument("--n-tangents", type=int, default=15, metavar="INT",
+                   help="tangents per training row with --tangent-weight (default 15)")
+    p.add_argument("--tangent-probes", type=int, default=0, metavar="INT",
+                   help="estimate the tangent term from this many random combinations of the "
+                        "tangents (cheaper); default 0: exact")
     p.add_argument("--validation-fraction", type=float, default=0.1, metavar="FLOAT",
                    help="share of the training rows for early stopping (default 0.1)")
     p.add_argument("--seed", type=int, default=0, metavar="INT")
@@ -81,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size, validation_fraction=args.validation_fraction,
                   dropout=args.dropout,
                   random_state=args.seed, device=args.device)
-    clf = FineTunedClassifier(encoder, **params)
+    tangent = dict(tangent_weight=args.tangent_weight, n_tangents=args.n_tangents,
+                   tangent_probes=args.tangent_probes)
+    clf = FineTunedClassifier(encoder, **params, **tangent)
     clf._preflight(len(train.X))  # refuse bad options before training
     models = {"fine-tuned CAE": clf.fit(train.X, train.y)}
     if not args.no_baseline:
