@@ -39,7 +39,7 @@ def test_finetune_reports_and_writes_its_results(run_dir, capsys):
     (["--tangent-weight", "-1"], "tangent_weight=-1.0"),
     (["--tangent-weight", "1", "--n-tangents", "0"], "n_tangents=0"),
     (["--tangent-weight", "1", "--tangent-probes", "-2"], "tangent_probes=-2"),
-    (["--tangent-weight", "1", "--n-tangents", "65"], "n_tangents=65 must be between 1 and the 64"),
+    (["--tangent-weight", "1", "--n-tangents", "17"], "n_tangents=17 must be between 1 and 16"),
 ])
 def test_bad_options_exit_2(run_dir, capsys, extra, match):
     assert main(["finetune", str(run_dir), "--device", "cpu", *extra]) == 2

@@ -38,53 +38,112 @@ def _max_angle_deg(A, B):
     return np.degrees(np.arccos(np.clip(cos.min(), -1, 1)))
 
 
-@pytest.mark.parametrize("sizes, activation, m", [
-    ((12, 9), "sigmoid", 3),
-    ((20, 16, 7), "tanh", 4),
-    ((15, 30, 10), "softplus", 10),  # every nonzero singular value
+def _encode_scaled(enc, z):
+    """The encoder on its scaled input ``z = (x - offset) / scale``."""
+    weights, biases, activation, _, _ = enc
+    return _encode((weights, biases, activation, torch.zeros_like(z), torch.ones_like(z)), z)
+
+
+def _reference_tangents(enc, x, m):
+    """Brute force: the SVD of the Jacobian with respect to the scaled input, its leading
+    right singular vectors pushed forward to x (times scale) and orthonormalised there, as
+    ``analysis.tangents`` reads them; and the singular values."""
+    _, _, _, offset, scale = enc
+    J = jacobian(lambda z: _encode_scaled(enc, z), (x - offset) / scale).numpy()
+    _, sv, vh = np.linalg.svd(J)
+    q, _ = np.linalg.qr((vh[:m] * scale.numpy()).T)
+    return q.T, sv, J
+
+
+@pytest.mark.parametrize("sizes, activation, m, unit_scale", [
+    ((12, 9), "sigmoid", 3, True),
+    ((12, 9), "sigmoid", 3, False),
+    ((20, 16, 7), "tanh", 4, False),
+    ((15, 30, 10), "softplus", 10, False),  # every nonzero singular value
 ])
-def test_leading_tangents_match_the_svd_of_the_brute_force_jacobian(sizes, activation, m):
+def test_leading_tangents_match_the_svd_of_the_brute_force_jacobian(sizes, activation, m,
+                                                                    unit_scale):
     enc = _encoder(sizes, activation, seed=len(sizes) + m)
+    if unit_scale:
+        enc = (*enc[:4], torch.ones(sizes[0], dtype=torch.float64))
     X = torch.randn(23, sizes[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     got = leading_tangents(*enc, X, m, n_iter=40, oversample=3, chunk=10,
                            generator=torch.Generator().manual_seed(2))
     assert got.shape == (23, m, sizes[0]) and got.dtype == torch.float64
     for x, T in zip(X, got.numpy()):
-        J = jacobian(lambda v: _encode(enc, v), x).numpy()  # (k, d)
-        _, sv, vh = np.linalg.svd(J)
+        want, sv, J = _reference_tangents(enc, x, m)
         np.testing.assert_allclose(T @ T.T, np.eye(m), atol=1e-10)
         assert sv[m - 1] > 1.01 * (sv[m] if m < len(sv) else 0.0)  # a gap: the space is unique
-        assert _max_angle_deg(T, vh[:m]) < 1e-4
-        # in decreasing order of singular value: ||J u_i|| = sigma_i
-        np.testing.assert_allclose(np.linalg.norm(J @ T.T, axis=0), sv[:m], rtol=1e-6)
+        assert _max_angle_deg(T, want) < 1e-4
+        if unit_scale:  # then the rows are the singular vectors, largest first
+            np.testing.assert_allclose(np.linalg.norm(J @ T.T, axis=0), sv[:m], rtol=1e-6)
 
 
-def test_cholesky_qr2_used_on_gpus_matches_householder_qr(monkeypatch):
+def test_tangents_of_a_standardising_cae_are_the_estimators():
+    """The fine-tuning's tangents are ``ContractiveAutoencoder.tangents``'s plane, also with
+    an input scaling that differs between features."""
+    ds = load_digits()
+    cae = ContractiveAutoencoder(n_components=12, max_epochs=3, scaling="standard",
+                                 device="cpu", random_state=0).fit(ds.X_train)
+    x = ds.X_test[:20]
+    clf = FineTunedClassifier(cae, tangent_weight=1.0, n_tangents=4)
+    got = clf._tangents(encoder_layers(cae), torch.tensor(x, dtype=torch.float32),
+                        torch.device("cpu"), 0).double().numpy()
+    want = cae.tangents(x, 4)
+    angles = [_max_angle_deg(a, b) for a, b in zip(got, want)]
+    assert np.median(angles) < 1.0, angles
+
+
+def test_cholesky_qr2_used_on_gpus_matches_householder_qr_or_falls_back(monkeypatch):
     from contractive import tangentprop
 
     g = torch.Generator().manual_seed(0)
-    # nearly dependent rows: singular values from 1 to 1e-6
+    # rows of condition number 1e4, in float32 as on a GPU
     U = torch.linalg.qr(torch.randn(4, 30, 6, generator=g, dtype=torch.float64)).Q.mT
-    Y = torch.logspace(0, -6, 6, dtype=torch.float64)[:, None] * U
-    Y = torch.randn(4, 6, 6, generator=g, dtype=torch.float64) @ Y
-    Q = tangentprop._cholesky_qr2(Y)
-    torch.testing.assert_close(Q @ Q.mT, torch.eye(6, dtype=torch.float64).expand(4, 6, 6))
-    R = torch.linalg.qr(Y.mT).Q.mT
-    torch.testing.assert_close(Q.mT @ Q, R.mT @ R)  # the same row space
-    # and the tangents through it are those of the SVD
-    monkeypatch.setattr(tangentprop, "_orthonormal_rows", tangentprop._cholesky_qr2)
-    enc = _encoder((14, 11), "sigmoid", 4)
-    X = torch.randn(9, 14, generator=g, dtype=torch.float64)
-    got = leading_tangents(*enc, X, 3, n_iter=40, oversample=3, generator=g).numpy()
-    for x, T in zip(X, got):
-        J = jacobian(lambda v: _encode(enc, v), x).numpy()
-        assert _max_angle_deg(T, np.linalg.svd(J)[2][:3]) < 1e-4
+    Y = (torch.logspace(0, -4, 6, dtype=torch.float64)[:, None] * U).float()
+    Q = tangentprop._orthonormal_rows(Y, cholesky=True)
+    torch.testing.assert_close(Q @ Q.mT, torch.eye(6).expand(4, 6, 6), atol=1e-5, rtol=0)
+    R = tangentprop._orthonormal_rows(Y, cholesky=False)
+    torch.testing.assert_close(Q.mT @ Q, R.mT @ R, atol=1e-4, rtol=0)  # the same row space
+    # dependent rows: CholeskyQR2 gives up and Householder QR takes over
+    Y[:, 5] = Y[:, 0]
+    assert tangentprop._cholesky_qr2(Y.double()) is None
+    assert torch.isfinite(tangentprop._orthonormal_rows(Y, cholesky=True)).all()
 
 
-def test_leading_tangents_refuse_more_tangents_than_features():
+@pytest.mark.parametrize("sizes, activation, m", [
+    ((30, 16), "sigmoid", 15),  # r capped at the layer's 16 units
+    ((30, 32), "relu", 15),  # dead units: rank below r
+])
+def test_gpu_orthonormalisation_on_rank_deficient_float32_jacobians(monkeypatch, sizes,
+                                                                    activation, m):
+    from contractive import tangentprop
+
+    orig = tangentprop._orthonormal_rows
+    monkeypatch.setattr(tangentprop, "_orthonormal_rows",
+                        lambda Y, cholesky=None: orig(Y, cholesky=True))
+    weights, biases, _, offset, scale = _encoder(sizes, activation, 1)
+    weights, biases = [W.float() for W in weights], [b.float() for b in biases]
+    X = torch.randn(40, sizes[0], generator=torch.Generator().manual_seed(3))
+    got = leading_tangents(weights, biases, activation, offset.float(), scale.float(), X, m,
+                           generator=torch.Generator().manual_seed(4))
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got @ got.mT, torch.eye(m).expand(40, m, m), atol=1e-4, rtol=0)
+
+
+def test_a_zero_jacobian_is_reported():
+    weights, biases, _, offset, scale = _encoder((6, 5), "relu", 0)
+    biases = [b - 100.0 for b in biases]  # every unit off everywhere
+    with pytest.warns(RuntimeWarning, match="zero at 3 of 3 points"):
+        got = leading_tangents(weights, biases, "relu", offset, scale,
+                               torch.zeros(3, 6, dtype=torch.float64), 2)
+    assert torch.isfinite(got).all()
+
+
+def test_leading_tangents_refuse_more_tangents_than_the_narrowest_layer():
     enc = _encoder((6, 5), "sigmoid", 0)
-    with pytest.raises(ValueError, match="n_tangents=7 must be between 1 and the 6"):
-        leading_tangents(*enc, torch.zeros(2, 6, dtype=torch.float64), 7)
+    with pytest.raises(ValueError, match="n_tangents=6 must be between 1 and 5"):
+        leading_tangents(*enc, torch.zeros(2, 6, dtype=torch.float64), 6)
 
 
 def test_directional_derivatives_of_the_softmax_match_forward_mode():
@@ -206,13 +265,19 @@ def test_fine_tuning_with_the_tangent_term_lowers_it(small):
     ({"tangent_weight": -1.0}, "tangent_weight=-1.0"),
     ({"tangent_weight": 1.0, "n_tangents": 0}, "n_tangents=0"),
     ({"tangent_weight": 1.0, "tangent_probes": -1}, "tangent_probes=-1"),
-    ({"tangent_weight": 1.0, "n_tangents": 65}, "n_tangents=65 must be between 1 and the 64"),
+    ({"tangent_weight": 1.0, "n_tangents": 17}, "n_tangents=17 must be between 1 and 16"),
 ])
 def test_bad_tangent_parameters(small, params, match):
     ds, cae = small
     with pytest.raises(ValueError, match=match):
         FineTunedClassifier(cae, max_epochs=1, device="cpu", **params).fit(
             ds.X_train[:100], ds.y_train[:100])
+
+
+def test_generator_given_where_the_tangents_go_is_refused():
+    x, y, _ = _batch()
+    with pytest.raises(TypeError, match="pass the generator by keyword"):
+        _module()(x, y, torch.Generator())
 
 
 def test_tangent_term_needs_an_encoder(small):

@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             activation=layers.activation, **params
         ).fit(train.X, train.y)
     result = {"run_dir": args.run_dir, "stack": list(args.stack), "data": rows.described,
-              "n_test": int(len(rows.X)), "results": {}}
+              "n_test": int(len(rows.X)), "fine_tuning": {**params, **tangent},
+              "results": {}}
     for name, model in models.items():
         result["results"][name] = {
             "test_error": model.error(rows.X, rows.y),
