@@ -26,6 +26,12 @@ def test_configurations_follow_the_selection_order():
     assert [(c["contractive_weight"], c["stacked_weight"]) for c in stacked] == [(0.1, 0.1)]
     assert not any(c["family"] == "CAE-2"
                    for c in configurations(Protocol(stacked_weights=()), cae_weight=0.1))
+    # MTC: only when asked for, on the chosen CAE, one configuration per beta
+    assert not any(c["family"] == "MTC" for c in later)
+    mtc = [c for c in configurations(Protocol(tangent_weights=(0.1, 0.3)), cae_weight=0.3)
+           if c["family"] == "MTC"]
+    assert [(c["contractive_weight"], c["tangent_weight"]) for c in mtc] == [(0.3, 0.1),
+                                                                            (0.3, 0.3)]
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -33,6 +39,9 @@ def test_configurations_follow_the_selection_order():
     ({"weight_decays": (0.1, -1)}, "weight_decays"),
     ({"n_hidden": 0}, "n_hidden"),
     ({"stacked_weights": (0.1, float("nan"))}, "stacked_weights"),
+    ({"tangent_weights": (-1.0,)}, "tangent_weights"),
+    ({"tangent_weights": (1.0,), "n_tangents": 1001}, "n_tangents=1001 must be at most"),
+    ({"tangent_probes": -1}, "tangent_probes"),
     ({"seed": -1}, "seed"),
     ({"seed": 2**40}, "seed"),
     ({"seed": 1.5}, "seed"),
@@ -54,9 +63,9 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     assert set(results["chosen"]) == set(FAMILIES)
     for fam, r in results["chosen"].items():
         assert 0 <= r["test_error"] <= 1 and 0 <= r["valid_error"] <= 1
-        if fam not in ("random init", "CAE-2"):
+        if fam not in ("random init", "CAE-2", "MTC"):
             assert 0 <= r["saturation"] <= 1 and r["mean_squared_jacobian_entry"] > 0
-        if fam != "random init":
+        if fam not in ("random init", "MTC"):  # MTC's frozen codes are the CAE's
             assert "linear_probe_error" in r and "knn_error" in r
     # CAE-2: a second layer on the chosen CAE's codes, fine-tuned as a two-layer MLP
     stack = results["chosen"]["CAE-2"]
@@ -71,6 +80,12 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "1.14%" in table and "quick mode" in table and table in printed
     assert "| CAE-2 |" in table
+    # MTC (quick mode has beta 0.3): the chosen CAE, fine-tuned along its tangents
+    mtc = results["chosen"]["MTC"]
+    assert mtc["contractive_weight"] == results["chosen"]["CAE"]["contractive_weight"]
+    assert mtc["tangents_time_s"] > 0 and mtc["n_tangents"] == 15
+    assert "| MTC | lambda=" in table and "beta=0.3" in table
+    assert not list((out / "models").glob("MTC*"))  # no model of its own
     assert (out / "contraction_curves.png").stat().st_size > 0
     assert (out / "spectra.png").stat().st_size > 0
 
@@ -123,6 +138,7 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--pretrain-epochs", "0"], "pretrain_epochs"),
     (["--finetune-dropout", "1"], "finetune_dropout"),
     (["--stacked-weights", "-1"], "stacked_weights"),
+    (["--tangent-weights", "-1"], "tangent_weights"),
     (["--weights", "0.1,,0.2"], "comma-separated"),
     (["--seed", "-1"], "seed"),
 ])

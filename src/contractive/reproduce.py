@@ -9,7 +9,12 @@ Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for 
   at the CAE's choice, grid over gamma), AE with weight decay (grid), plain AE. Beside
   Table 1, CAE-2, the paper's stacked CAE (its Table 2, there on other data): a second CAE
   of the same kind trained on the codes of the chosen CAE (grid over its weight lambda2),
-  fine-tuned as a 784-1000-1000-10 MLP; ``stacked_weights=()`` leaves it out.
+  fine-tuned as a 784-1000-1000-10 MLP; ``stacked_weights=()`` leaves it out. And MTC, the
+  Manifold Tangent Classifier (Rifai et al., NIPS 2011): the chosen CAE fine-tuned as the
+  CAE is, with the term ``beta * sum_i ||(dp/dx) u_i||^2`` over its ``n_tangents`` leading
+  tangents at each training image (``classifier.FineTunedClassifier(tangent_weight=)``;
+  estimated from ``tangent_probes`` random combinations of them); grid over beta
+  (``tangent_weights``, default none: it adds about 40 minutes a value on a 2-core CPU).
 * Fine-tuning: the encoder initialises a 784-1000-10 MLP (softmax head) trained on the
   labels (``classifier.FineTunedClassifier``: SGD, Nesterov momentum, the learning rate
   halved on a validation plateau, early stopping on the validation error, dropout on the
@@ -58,6 +63,7 @@ PAPER = {
     "CAE": {"test_error": 1.14, "mean_squared_jacobian_entry": 0.73e-4, "saturation": 0.86},
     "CAE+H": {},
     "CAE-2": {},
+    "MTC": {},
     "AE+wd": {"test_error": 1.68},
     "AE": {"test_error": 1.78, "saturation": 0.50},
     "random init": {},
@@ -78,6 +84,9 @@ class Protocol:
     higher_order_sigma: float = 0.1
     weight_decays: tuple[float, ...] = (0.01,)
     stacked_weights: tuple[float, ...] = (0.1,)
+    tangent_weights: tuple[float, ...] = ()
+    n_tangents: int = 15
+    tangent_probes: int = 1
     pretrain_epochs: int = 50
     pretrain_learning_rate: float = 1e-3
     pretrain_batch_size: int = 100
@@ -98,20 +107,26 @@ class Protocol:
         """A few minutes' pipeline check: small subsets, a small layer, few epochs."""
         base = dict(n_train=2000, n_valid=500, n_test=1000, n_hidden=100,
                     contractive_weights=(0.1, 0.3), higher_order_weights=(0.1,),
-                    weight_decays=(0.01,), stacked_weights=(0.1,), pretrain_epochs=3,
+                    weight_decays=(0.01,), stacked_weights=(0.1,), tangent_weights=(0.3,),
+                    pretrain_epochs=3,
                     finetune_epochs=4, finetune_patience=3, finetune_lr_patience=1,
                     readout_rows=2000, analysis_points=50, quick=True)
         return cls(**{**base, **overrides})
 
     def __post_init__(self) -> None:
-        for name in ("contractive_weights", "higher_order_weights", "weight_decays",
-                     "stacked_weights"):
+        optional = ("stacked_weights", "tangent_weights")
+        for name in ("contractive_weights", "higher_order_weights", "weight_decays", *optional):
             values = tuple(float(v) for v in getattr(self, name))
             if any(not np.isfinite(v) or v <= 0 for v in values) or (
-                    not values and name != "stacked_weights"):
+                    not values and name not in optional):
                 raise ValueError(f"{name}={values!r} must be one or more finite numbers > 0"
-                                 + (" (or none)" if name == "stacked_weights" else ""))
+                                 + (" (or none)" if name in optional else ""))
             setattr(self, name, values)
+        self.n_tangents = check_int("n_tangents", self.n_tangents, 1)
+        self.tangent_probes = check_int("tangent_probes", self.tangent_probes, 0)
+        if self.tangent_weights and self.n_tangents > self.n_hidden:
+            raise ValueError(f"n_tangents={self.n_tangents} must be at most n_hidden="
+                             f"{self.n_hidden}")
         for name in ("n_train", "n_valid", "n_test", "n_hidden", "pretrain_epochs",
                      "finetune_epochs"):
             if int(getattr(self, name)) < 1:
@@ -141,7 +156,10 @@ STAGE_FIELDS = frozenset({
 #: stage fields, the grids (they add or drop configurations, each with its own model) and
 #: the read-outs (recomputed on every run).
 FINETUNE_FIELDS = STAGE_FIELDS | {"contractive_weights", "higher_order_weights",
-                                  "weight_decays", "stacked_weights", "readout_rows"}
+                                  "weight_decays", "stacked_weights", "tangent_weights",
+                                  "n_tangents", "tangent_probes", "readout_rows"}
+#: Fields that only the MTC stages depend on (a change redoes those alone).
+MTC_FIELDS = ("n_tangents", "tangent_probes")
 
 
 @dataclass
@@ -182,6 +200,9 @@ def configurations(protocol: Protocol, cae_weight: float | None = None) -> list[
         out += [{"name": f"CAE-2 lambda={cae_weight:g} lambda2={w:g}", "family": "CAE-2",
                  "contractive_weight": cae_weight, "stacked_weight": w}
                 for w in protocol.stacked_weights]
+        out += [{"name": f"MTC lambda={cae_weight:g} beta={b:g}", "family": "MTC",
+                 "contractive_weight": cae_weight, "tangent_weight": b}
+                for b in protocol.tangent_weights]
     out += [{"name": f"AE+wd wd={w:g}", "family": "AE+wd", "weight_decay": w}
             for w in protocol.weight_decays]
     out += [{"name": "AE", "family": "AE"}, {"name": "random init", "family": "random init"}]
@@ -293,6 +314,8 @@ class Experiment:
         if result["family"] == "CAE-2":
             return StackedContractiveAutoencoder.from_encoders(
                 [self._model(self._first_layer_name(result)), self._model(result["name"])])
+        if result["family"] == "MTC":  # the chosen CAE, fine-tuned another way
+            return self._model(self._first_layer_name(result))
         return self._model(result["name"])
 
     def _measures(self, est: ContractiveAutoencoder, split: Split) -> dict:
@@ -304,16 +327,23 @@ class Experiment:
             "saturation": A.saturation(est.transform(X), "sigmoid"),
         }
 
-    def _finetune(self, est: ContractiveAutoencoder | None, split: Split) -> dict:
+    def _finetune(self, est: ContractiveAutoencoder | None, split: Split,
+                  tangent_weight: float = 0.0) -> dict:
         p = self.protocol
         clf = FineTunedClassifier(
             est, hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
             batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
             n_iter_no_change=p.finetune_patience, lr_patience=p.finetune_lr_patience,
             dropout=p.finetune_dropout, input_dropout=p.finetune_input_dropout,
-            device=self.device, random_state=p.seed,
+            tangent_weight=tangent_weight, n_tangents=p.n_tangents,
+            tangent_probes=p.tangent_probes, device=self.device, random_state=p.seed,
         ).fit(split.X_train, split.y_train, split.X_valid, split.y_valid)
+        extra = {}
+        if tangent_weight > 0:
+            extra = {"tangents_time_s": clf.tangents_time_, "n_tangents": p.n_tangents,
+                     "tangent_probes": p.tangent_probes}
         return {
+            **extra,
             "valid_error": clf.best_validation_error_,
             "test_error": clf.error(split.X_test, split.y_test),
             "finetune_epochs": clf.n_epochs_, "finetune_best_epoch": clf.best_epoch_,
@@ -325,6 +355,8 @@ class Experiment:
     def run_configuration(self, cfg: dict, split: Split) -> dict:
         path = self._stage_path(cfg["name"])
         settings = self.protocol.finetune_settings()
+        if cfg["family"] == "MTC":
+            settings.update({k: getattr(self.protocol, k) for k in MTC_FIELDS})
         if path.exists():
             result = json.loads(path.read_text())
             if result.get("finetune_settings") == settings:
@@ -337,11 +369,13 @@ class Experiment:
         if cfg["family"] == "CAE-2":  # the measures are a one-layer CAE's: none here
             est, info = self._stack(cfg, split)
             result.update(info)
+        elif cfg["family"] == "MTC":  # the chosen CAE's model: pre-trained in its own stage
+            est = self._model(self._first_layer_name(cfg))
         elif cfg["family"] != "random init":
             est, info = self._pretrain(cfg, split)
             result.update(info)
             result.update(self._measures(est, split))
-        result.update(self._finetune(est, split))
+        result.update(self._finetune(est, split, cfg.get("tangent_weight", 0.0)))
         result["total_time_s"] = time.perf_counter() - t0
         write_json(path, result)
         self.log(f"  {cfg['name']:<34} valid {result['valid_error']:.2%}, test "
@@ -389,7 +423,7 @@ class Experiment:
         n = self.protocol.readout_rows
         out = {}
         for fam, r in chosen.items():
-            if fam == "random init":
+            if fam in ("random init", "MTC"):  # MTC's frozen codes are the CAE's
                 continue
             est = self._encoder(r)
             out[fam] = readout_errors(est.transform(split.X_train[:n]), split.y_train[:n],
@@ -405,7 +439,7 @@ class Experiment:
         radii = np.linspace(0.0, 1.2 * distances["max"], 25)
         curves, spectra_ = {}, {}
         for fam, r in chosen.items():
-            if fam in ("random init", "CAE-2"):  # the figures are of one-layer CAEs
+            if fam in ("random init", "CAE-2", "MTC"):  # the figures are of one-layer CAEs
                 continue
             est = self._encoder(r)
             curves[fam] = est.contraction_curve(X, radii)
@@ -432,13 +466,14 @@ def machine_description(device: str) -> str:
 
 
 def compute_time(result: dict) -> float:
-    """Pre-training plus fine-tuning time of one configuration, in seconds (also when its
-    stages ran in different invocations)."""
-    return result.get("pretrain_time_s", 0.0) + result["finetune_time_s"]
+    """Pre-training plus fine-tuning time of one configuration (with the MTC's tangents), in
+    seconds (also when its stages ran in different invocations)."""
+    return (result.get("pretrain_time_s", 0.0) + result.get("tangents_time_s", 0.0)
+            + result["finetune_time_s"])
 
 
 _PARAM_NAMES = {"contractive_weight": "lambda", "higher_order_weight": "gamma",
-                "stacked_weight": "lambda2", "weight_decay": "wd"}
+                "stacked_weight": "lambda2", "tangent_weight": "beta", "weight_decay": "wd"}
 
 
 def format_table(summary: dict) -> str:

@@ -22,7 +22,12 @@ Rayleigh-Ritz step (the eigenvectors of the ``r x r`` matrix ``Q J^T J Q^T``). A
 costs ``r`` times the encoder's forward pass, so no ``(k, d)`` Jacobian is ever formed and the
 ``d x d`` eigenproblem is never solved. The error in the subspace shrinks like
 ``(sigma_{r+1} / sigma_m)^(2 n_iter)`` (``tests/test_tangentprop.py`` checks the result,
-with many steps, against a float64 SVD of the brute-force Jacobian).
+with many steps, against a float64 SVD of the brute-force Jacobian). On the MNIST
+reproduction's 784-1000 CAEs, 15 tangents at 100 validation images, the default 6 steps
+leave the plane 0.7 degrees (lambda 0.1) and 0.2 degrees (lambda 0.3) from the SVD's, as
+the mean principal angle; the largest angle averages 5.6 and 1.6 degrees (4 steps: 16.9
+and 6.1; 8 steps: 2.0 and 0.5). Their spectra fall slowly there: sigma_15 / sigma_1 is
+about 0.6.
 
 ``directional_derivatives`` is the term's inner part: ``(dp/dx) v`` for a batch of
 directions, from the logits and their forward-mode derivative ``dl = (dl/dx) v``:

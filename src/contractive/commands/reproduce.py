@@ -3,7 +3,8 @@
 Pre-trains a CAE (grid over the contractive weight), a CAE+H, an AE with weight decay and a
 plain AE (1000 sigmoid units, tied weights, sigmoid decoder, cross-entropy), fine-tunes each
 into a 784-1000-10 MLP, adds the same MLP from random weights and, beside the paper's Table
-1, the stacked CAE-2 (a second CAE on the chosen CAE's codes, fine-tuned as 784-1000-1000-10),
+1, the stacked CAE-2 (a second CAE on the chosen CAE's codes, fine-tuned as 784-1000-1000-10)
+and, with --tangent-weights, MTC (the chosen CAE fine-tuned flat along its tangents),
 chooses every family's
 hyper-parameters on the validation error, and writes results.json, table.md and figures
 (contraction curves, spectra) to --out. Rerun the same command to resume a stopped run; a
@@ -19,7 +20,8 @@ from ..reproduce import Experiment, Protocol, format_table
 EXAMPLE = """examples:
   contractive reproduce rifai2011 --out runs/rifai2011
   contractive reproduce rifai2011 --quick --out /tmp/quick
-  contractive reproduce rifai2011 --weights 0.05,0.1,0.2 --device cuda --out runs/r2"""
+  contractive reproduce rifai2011 --weights 0.05,0.1,0.2 --device cuda --out runs/r2
+  contractive reproduce rifai2011 --tangent-weights 0.3 --out runs/rifai2011   # adds MTC"""
 EXPERIMENTS = ("rifai2011",)
 
 
@@ -61,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--stacked-weights", type=_floats_or_none, metavar="W2,...",
                    help="CAE-2 second-layer weights tried, paper scale (default 0.1; 'none' "
                         "leaves CAE-2 out)")
+    p.add_argument("--tangent-weights", type=_floats_or_none, metavar="B,...",
+                   help="MTC (the chosen CAE fine-tuned flat along its tangents) weights beta "
+                        "tried (default none: MTC left out)")
     p.add_argument("--pretrain-epochs", type=int, metavar="INT")
     p.add_argument("--finetune-epochs", type=int, metavar="INT")
     p.add_argument("--finetune-dropout", type=float, metavar="FLOAT",
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         ("higher_order_weights", args.higher_order_weights),
         ("weight_decays", args.weight_decays),
         ("stacked_weights", args.stacked_weights),
+        ("tangent_weights", args.tangent_weights),
         ("pretrain_epochs", args.pretrain_epochs),
         ("finetune_epochs", args.finetune_epochs),
         ("finetune_dropout", args.finetune_dropout),
