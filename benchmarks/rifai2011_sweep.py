@@ -53,6 +53,10 @@ FINETUNE = {
     "mtc-1-m5": {"tangent_weight": 1.0, "n_tangents": 5},
     "mtc-1-m30": {"tangent_weight": 1.0, "n_tangents": 30},
     "mtc-1-probe1": {"tangent_weight": 1.0, "tangent_probes": 1},
+    # as run on the CPU (one probe: about 2x a plain step there, against about 10x exact)
+    **{f"mtc-probe1-{beta:g}": {"tangent_weight": beta, "tangent_probes": 1}
+       for beta in (0.1, 0.3)},
+    "mtc-probe1-0.3+seed-1": {"tangent_weight": 0.3, "tangent_probes": 1, "random_state": 1},
 }
 # (row name, first layer: "cpu:lambda" for a model of --models, or
 # "pretrain:lambda:epochs[:sgd:learning rate]" pre-trained here, with Adam 1e-3 or plain SGD)
