@@ -398,7 +398,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             if m > narrowest:
                 raise ValueError(f"n_tangents={m} must be between 1 and {narrowest}, the "
                                  "smaller of the input's features and the encoder's narrowest "
-                                 "layer")
+                                 "layer; give a smaller n_tangents (--n-tangents)")
         return settings
 
     def _tangents(self, layers: EncoderLayers, x: Tensor, device: torch.device, seed: int
