@@ -141,6 +141,8 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--tangent-weights", "-1"], "tangent_weights"),
     (["--weights", "0.1,,0.2"], "comma-separated"),
     (["--seed", "-1"], "seed"),
+    (["--jobs", "0"], "--jobs"),
+    (["--jobs", "two"], "--jobs"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "r"
@@ -186,3 +188,48 @@ def test_experiment_ignores_hidden_files_in_a_new_folder(tmp_path):
     exp._check_folder()  # no error: only a hidden file
     exp._prepare_folder()
     assert (tmp_path / "protocol.json").exists()
+
+
+def test_jobs_auto_is_one_process_per_core_on_a_cpu_and_one_elsewhere():
+    import torch
+
+    from contractive.commands.reproduce import MAX_AUTO_JOBS, default_jobs
+
+    cpu = torch.device("cpu")
+    assert default_jobs(cpu) == max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
+    assert default_jobs(cpu, quick=True) == 1  # starting a process outlasts a quick stage
+    assert default_jobs(torch.device("cuda")) == default_jobs(torch.device("mps")) == 1
+    with pytest.raises(ValueError, match="jobs"):
+        Experiment("unused", Protocol.quick_protocol(), jobs=0)
+
+
+@needs_mnist
+def test_worker_processes_give_the_serial_results_and_stop_on_an_error(tmp_path):
+    """Two configurations at a time, each in its own process, one torch thread each (as the
+    serial run here): every stage's numbers are the serial run's, the ones that wait for the
+    chosen CAE (CAE+H, CAE-2, MTC) included; a stage that fails in its worker raises here."""
+    protocol = Protocol.quick_protocol(pretrain_epochs=1, finetune_epochs=2)
+    runs, logs = {}, {}
+    for jobs in (1, 2):
+        logs[jobs] = []
+        runs[jobs] = Experiment(tmp_path / f"j{jobs}", protocol, device="cpu",
+                                data_dir=MNIST_DIR, jobs=jobs, threads=1,
+                                log=logs[jobs].append).run()
+    numbers = [[(r["name"], r["valid_error"], r["test_error"], r.get("saturation"))
+                for r in runs[j]["all"]] for j in (1, 2)]
+    assert numbers[0] == numbers[1]
+    assert {r["family"] for r in runs[2]["all"]} == set(FAMILIES)
+    assert sum("started" in line for line in logs[2]) == len(runs[2]["all"])
+    assert not any("started" in line for line in logs[1])
+    assert "2 processes at a time" in runs[2]["machine"]
+    assert (tmp_path / "j2" / "table.md").read_text().count("| MTC |") == 1
+
+    # a resume whose stage fails in its worker (a corrupt saved model): the error, here
+    (tmp_path / "j2" / "stages" / "AE.json").unlink()
+    (tmp_path / "j2" / "models" / "AE" / "model.json").write_text("{bad")
+    log = []
+    with pytest.raises(ValueError, match="not a contractive model config"):
+        Experiment(tmp_path / "j2", protocol, device="cpu", data_dir=MNIST_DIR, jobs=2,
+                   threads=1, log=log.append).run()
+    assert any("done before" in line for line in log)
+    assert not (tmp_path / "j2" / "stages" / "AE.json").exists()

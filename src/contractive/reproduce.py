@@ -26,6 +26,14 @@ Weights are on the paper's scale, i.e. against the cross-entropy summed over the
 pixels. The library's reconstruction loss is the mean over pixels, so each is divided by
 d before training: ``contractive_weight = lambda / d`` (likewise gamma and weight decay).
 
+Processes: ``Experiment(jobs=N)`` runs up to N configurations at a time, each in its own
+process (started with ``spawn``; each loads the data itself and uses ``cpu_count // N`` torch
+threads on a CPU). The CAE grid goes first; the configurations that need the chosen CAE
+(CAE-2, MTC, CAE+H, longest first) start as soon as it is known, the others fill the free
+processes. Every configuration is seeded on its own, so with the same threads per process
+the results do not depend on N. A failed configuration stops the others (their finished
+stages are kept for a resume).
+
 Resuming: each configuration's pre-trained model (``models/NAME``) and its results
 (``stages/NAME.json``) are written when done; a rerun into the same folder skips them. A
 rerun whose protocol differs only in what comes after pre-training (``FINETUNE_FIELDS``:
@@ -36,10 +44,16 @@ pre-trained models and redoes only the stages whose results depend on what chang
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import platform
+import signal
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -217,12 +231,17 @@ class Experiment:
     """One reproduction run in ``out_dir`` (see the module docstring)."""
 
     def __init__(self, out_dir: str | Path, protocol: Protocol, *, device: str = "auto",
-                 data_dir: str | None = None, log: Callable[[str], None] = print) -> None:
+                 data_dir: str | None = None, log: Callable[[str], None] = print,
+                 jobs: int = 1, threads: int | None = None) -> None:
         self.out = Path(out_dir)
         self.protocol = protocol
         self.device = device
         self.data_dir = data_dir
         self.log = log
+        self.jobs = check_int("jobs", jobs, 1)
+        #: torch threads in each worker process (``jobs > 1``); default cpu_count // jobs
+        self.threads = (max(1, (os.cpu_count() or 1) // self.jobs) if threads is None
+                        else check_int("threads", threads, 1))
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -352,17 +371,29 @@ class Experiment:
                                                     "learning_rate")} for h in clf.history_],
         }
 
-    def run_configuration(self, cfg: dict, split: Split) -> dict:
-        path = self._stage_path(cfg["name"])
+    def _settings(self, cfg: dict) -> dict:
         settings = self.protocol.finetune_settings()
         if cfg["family"] == "MTC":
             settings.update({k: getattr(self.protocol, k) for k in MTC_FIELDS})
+        return settings
+
+    def _done_before(self, cfg: dict) -> dict | None:
+        """The saved results of ``cfg`` when an earlier run finished it with these settings
+        (logged), else None."""
+        path = self._stage_path(cfg["name"])
         if path.exists():
             result = json.loads(path.read_text())
-            if result.get("finetune_settings") == settings:
+            if result.get("finetune_settings") == self._settings(cfg):
                 self.log(f"  {cfg['name']:<34} done before: valid {result['valid_error']:.2%}, "
                          f"test {result['test_error']:.2%}")
                 return result
+        return None
+
+    def run_configuration(self, cfg: dict, split: Split) -> dict:
+        done = self._done_before(cfg)
+        if done is not None:
+            return done
+        path, settings = self._stage_path(cfg["name"]), self._settings(cfg)
         t0 = time.perf_counter()
         result = {**cfg, "finetune_settings": settings}
         est = None
@@ -391,12 +422,14 @@ class Experiment:
         self._prepare_folder()
         self.log(f"MNIST: {len(split.X_train)} train, {len(split.X_valid)} valid, "
                  f"{len(split.X_test)} test; writing to {self.out}")
-        results = [self.run_configuration(c, split) for c in configurations(self.protocol)
-                   if c["family"] == "CAE"]
-        cae_weight = min(results, key=lambda r: r["valid_error"])["contractive_weight"]
-        for cfg in configurations(self.protocol, cae_weight):
-            if cfg["family"] != "CAE":
-                results.append(self.run_configuration(cfg, split))
+        if self.jobs == 1:
+            results = [self.run_configuration(c, split) for c in configurations(self.protocol)
+                       if c["family"] == "CAE"]
+            for cfg in configurations(self.protocol, _chosen_weight(results)):
+                if cfg["family"] != "CAE":
+                    results.append(self.run_configuration(cfg, split))
+        else:
+            results = self._run_in_processes()
         chosen = {fam: min((r for r in results if r["family"] == fam),
                            key=lambda r: r["valid_error"])
                   for fam in FAMILIES if any(r["family"] == fam for r in results)}
@@ -404,7 +437,7 @@ class Experiment:
         figures = self._figures(chosen, split)
         summary = {
             "protocol": self.protocol.to_dict(),
-            "machine": machine_description(self.device),
+            "machine": machine_description(self.device, self.jobs, self.threads),
             "wall_time_s": time.perf_counter() - start,
             "total_compute_s": sum(compute_time(r) for r in results),
             "chosen": {fam: {**{k: v for k, v in r.items()
@@ -418,6 +451,84 @@ class Experiment:
         write_json(self.out / "results.json", summary)
         atomic_write_bytes(self.out / "table.md", format_table(summary).encode())
         return summary
+
+    def _run_in_processes(self) -> list[dict]:
+        """Every configuration, up to ``jobs`` at a time in worker processes (see the module
+        docstring); the results in the order of ``configurations``."""
+        first = [c for c in configurations(self.protocol) if c["family"] == "CAE"]
+        rest = [c for c in configurations(self.protocol) if c["family"] != "CAE"]
+        queue, results, running = list(first), {}, {}
+        independent = {c["name"] for c in first + rest}  # the others wait for the chosen CAE;
+        # `first` is emptied once it is chosen
+        ctx = multiprocessing.get_context("spawn")
+        stop = contextlib.ExitStack()
+        if threading.current_thread() is threading.main_thread():  # SIGTERM: stop the workers
+            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            stop.callback(signal.signal, signal.SIGTERM, previous)
+        settings = (str(self.out), self.protocol.to_dict(), self.device, self.data_dir,
+                    self.threads)
+
+        def record(cfg: dict, result: dict) -> None:
+            results[cfg["name"]] = result
+            if first and all(c["name"] in results for c in first):  # the CAE is chosen
+                weight = _chosen_weight([results[c["name"]] for c in first])
+                later = [c for c in configurations(self.protocol, weight)
+                         if c["name"] not in independent]
+                queue.extend(sorted(later, key=lambda c: _LONGEST_FIRST.get(c["family"], 9)))
+                first.clear()
+
+        try:
+            while queue or rest or running:
+                while len(running) < self.jobs and (queue or rest):
+                    cfg = (queue or rest).pop(0)
+                    done = self._done_before(cfg)
+                    if done is not None:  # no process for a stage finished earlier
+                        record(cfg, done)
+                        continue
+                    receive, send = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_stage_worker, args=(send, settings, cfg),
+                                       name=f"contractive {cfg['name']}", daemon=True)
+                    with _signals_ignored(signal.SIGINT):  # inherited: a Ctrl-C reaches
+                        proc.start()  # the parent alone, which stops its workers
+                    send.close()  # the child holds the other end: EOF when it dies
+                    running[proc.sentinel] = (proc, receive, cfg)
+                    self.log(f"  {cfg['name']:<34} started")
+                ready = multiprocessing.connection.wait(
+                    [r for _, r, _ in running.values()] + list(running)) if running else []
+                for key in [k for k, (p, r, _) in running.items() if k in ready or r in ready]:
+                    proc, receive, cfg = running.pop(key)
+                    record(cfg, self._collect(proc, receive, cfg))
+        finally:
+            for proc, receive, _ in running.values():  # on an error or an interrupt
+                proc.terminate()
+                proc.join()
+                receive.close()
+            stop.close()
+        order = [c["name"] for c in configurations(
+            self.protocol, _chosen_weight([r for r in results.values() if r["family"] == "CAE"]))]
+        return [results[name] for name in order]
+
+    def _collect(self, proc, receive, cfg: dict) -> dict:
+        """A worker's result (its log lines printed here), or its error raised here."""
+        try:
+            kind, payload, lines = receive.recv()
+        except EOFError:  # died without a word: killed, out of memory
+            proc.join()
+            raise RuntimeError(f"the worker process of {cfg['name']} died (exit code "
+                               f"{proc.exitcode}); rerun the same command to resume") from None
+        finally:
+            receive.close()
+        proc.join()
+        for line in lines:
+            self.log(line)
+        if kind == "ok":
+            return payload
+        error, message, trace = payload
+        exc_type = {"ValueError": ValueError, "TypeError": TypeError,
+                    "FloatingPointError": FloatingPointError}.get(error, RuntimeError)
+        if exc_type is RuntimeError:
+            message = f"{cfg['name']} failed in its worker process: {error}: {message}\n{trace}"
+        raise exc_type(message)
 
     def _readouts(self, chosen: dict, split: Split) -> dict:
         n = self.protocol.readout_rows
@@ -455,14 +566,58 @@ class Experiment:
         return list(figures)
 
 
-def machine_description(device: str) -> str:
+#: Order in which the configurations that wait for the chosen CAE start (longest first).
+_LONGEST_FIRST = {"CAE-2": 0, "MTC": 1, "CAE+H": 2}
+
+
+def _chosen_weight(cae_results: list[dict]) -> float:
+    """The contractive weight of the CAE with the lowest validation error (the first on a
+    tie, in grid order)."""
+    return min(cae_results, key=lambda r: r["valid_error"])["contractive_weight"]
+
+
+@contextlib.contextmanager
+def _signals_ignored(signum: int):
+    previous = signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # so that the worker processes are stopped on the way out
+
+
+def _stage_worker(send, settings: tuple, cfg: dict) -> None:
+    """A worker process: run one configuration, send ``("ok", result, log lines)`` or
+    ``("error", (type name, message, traceback), log lines)`` back, exit."""
+    out, protocol, device, data_dir, threads = settings
+    lines: list[str] = []
+    try:
+        torch.set_num_threads(threads)
+        exp = Experiment(out, Protocol(**protocol), device=device, data_dir=data_dir,
+                         log=lines.append)
+        split = mnist_split(exp.protocol, data_dir)
+        message = ("ok", exp.run_configuration(cfg, split), lines)
+    except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        message = ("error", (type(exc).__name__, str(exc), traceback.format_exc()), lines)
+    send.send(message)
+    send.close()
+
+
+def machine_description(device: str, jobs: int = 1, threads: int | None = None) -> str:
     dev = str(device)
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
+    procs = f"{jobs} processes at a time" if jobs > 1 else ""
     if dev.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(torch.device(dev))} (torch {torch.__version__})"
+        return (f"{torch.cuda.get_device_name(torch.device(dev))}"
+                f"{', ' + procs if procs else ''} (torch {torch.__version__})")
+    threads = torch.get_num_threads() if jobs == 1 or threads is None else threads
     return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads (torch {torch.__version__})")
+            f"{procs + ' of ' if procs else ''}{threads} torch threads "
+            f"(torch {torch.__version__})")
 
 
 def compute_time(result: dict) -> float:

@@ -14,6 +14,7 @@ rerun that changes only fine-tuning options keeps the pre-trained models.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..reproduce import Experiment, Protocol, format_table
 
@@ -23,6 +24,9 @@ EXAMPLE = """examples:
   contractive reproduce rifai2011 --weights 0.05,0.1,0.2 --device cuda --out runs/r2
   contractive reproduce rifai2011 --tangent-weights 0.3 --out runs/rifai2011   # adds MTC"""
 EXPERIMENTS = ("rifai2011",)
+#: the most processes ``--jobs auto`` starts: the default run has 7 configurations, and
+#: each process holds its own copy of MNIST
+MAX_AUTO_JOBS = 4
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -37,6 +41,27 @@ def _floats(text: str) -> tuple[float, ...]:
     if not values:
         raise argparse.ArgumentTypeError("needs at least one number")
     return values
+
+
+def _jobs(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a whole number >= 1")
+    return value
+
+
+def default_jobs(device, quick: bool = False) -> int:
+    """``--jobs auto``: on a CPU one process per core (at most ``MAX_AUTO_JOBS``, each with
+    one torch thread or more); on an accelerator, or in quick mode (where starting a process
+    takes longer than a configuration), 1."""
+    if device.type != "cpu" or quick:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
 
 
 def _floats_or_none(text: str) -> tuple[float, ...]:
@@ -71,6 +96,10 @@ def register(sub) -> None:
     p.add_argument("--finetune-dropout", type=float, metavar="FLOAT",
                    help="dropout rate on the hidden layer in fine-tuning (default 0.5; 0: none)")
     p.add_argument("--seed", type=int, metavar="INT")
+    p.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+                   help="configurations trained at a time, each in its own process (default "
+                        f"auto: on a CPU one per core, at most {MAX_AUTO_JOBS}, each with "
+                        "cores/N torch threads; 1 on a GPU and with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="a small subset and few epochs: checks the pipeline, not the number")
     p.set_defaults(run=run)
@@ -91,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
     protocol = Protocol.quick_protocol(**overrides) if args.quick else Protocol(**overrides)
     from ..training import resolve_device
 
-    resolve_device(args.device)  # a bad --device fails before anything is written
-    summary = Experiment(args.out, protocol, device=args.device, data_dir=args.data_dir).run()
+    device = resolve_device(args.device)  # a bad --device fails before anything is written
+    jobs = default_jobs(device, protocol.quick) if args.jobs == "auto" else args.jobs
+    summary = Experiment(args.out, protocol, device=args.device, data_dir=args.data_dir,
+                         jobs=jobs).run()
     print()
     print(format_table(summary))
     print(f"wrote {args.out}/results.json, table.md, contraction_curves.png and spectra.png")
