@@ -233,3 +233,40 @@ def test_worker_processes_give_the_serial_results_and_stop_on_an_error(tmp_path)
                    threads=1, log=log.append).run()
     assert any("done before" in line for line in log)
     assert not (tmp_path / "j2" / "stages" / "AE.json").exists()
+
+
+class _Ended:
+    """Stands for a worker process that has ended (``join`` and ``exitcode`` only)."""
+
+    def __init__(self, exitcode: int) -> None:
+        self.exitcode = exitcode
+
+    def join(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("sent, error, match", [
+    (None, "WorkerDied", "AE died \\(exit code -9\\); rerun the same command"),
+    (("ValueError", "ValueError: bad file", "bad file", "Traceback ..."), "ValueError",
+     "^bad file$"),
+    (("OSError", "OSError: disk full", "disk full", "Traceback ..."), "OSError", "^disk full$"),
+    ((None, "KeyError: 'x'", "'x'", "Traceback (most recent call last): ..."), "RuntimeError",
+     "AE failed in its worker process: KeyError: 'x'\nTraceback"),
+])
+def test_a_worker_that_fails_is_reported_by_kind(tmp_path, sent, error, match):
+    import multiprocessing
+
+    from contractive import reproduce
+
+    receive, send = multiprocessing.Pipe(duplex=False)
+    if sent is not None:
+        send.send(("error", sent, ["  a line the worker logged"]))
+    send.close()  # EOF after the message, or instead of one (a killed worker)
+    log = []
+    exp = Experiment(tmp_path, Protocol.quick_protocol(), jobs=2, log=log.append)
+    expected = {"WorkerDied": reproduce.WorkerDied, "ValueError": ValueError,
+                "OSError": OSError, "RuntimeError": RuntimeError}[error]
+    with pytest.raises(expected, match=match) as info:
+        exp._collect(_Ended(-9), receive, {"name": "AE"})
+    assert type(info.value) is expected
+    assert log == ([] if sent is None else ["  a line the worker logged"])

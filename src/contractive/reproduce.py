@@ -514,8 +514,8 @@ class Experiment:
             kind, payload, lines = receive.recv()
         except EOFError:  # died without a word: killed, out of memory
             proc.join()
-            raise RuntimeError(f"the worker process of {cfg['name']} died (exit code "
-                               f"{proc.exitcode}); rerun the same command to resume") from None
+            raise WorkerDied(f"the worker process of {cfg['name']} died (exit code "
+                             f"{proc.exitcode}); rerun the same command to resume") from None
         finally:
             receive.close()
         proc.join()
@@ -523,12 +523,11 @@ class Experiment:
             self.log(line)
         if kind == "ok":
             return payload
-        error, message, trace = payload
-        exc_type = {"ValueError": ValueError, "TypeError": TypeError,
-                    "FloatingPointError": FloatingPointError}.get(error, RuntimeError)
-        if exc_type is RuntimeError:
-            message = f"{cfg['name']} failed in its worker process: {error}: {message}\n{trace}"
-        raise exc_type(message)
+        kind, described, message, trace = payload
+        for exc_type in _RAISED_AS:
+            if kind == exc_type.__name__:  # an input or a run that failed: its message
+                raise exc_type(message)
+        raise RuntimeError(f"{cfg['name']} failed in its worker process: {described}\n{trace}")
 
     def _readouts(self, chosen: dict, split: Split) -> dict:
         n = self.protocol.readout_rows
@@ -566,6 +565,16 @@ class Experiment:
         return list(figures)
 
 
+#: Errors of a worker process raised again in the parent as their kind (what the command
+#: line reports in one line); any other is a RuntimeError with the worker's traceback.
+_RAISED_AS = (ValueError, TypeError, OSError, FloatingPointError)
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without sending its configuration's result (killed, out of
+    memory); the stages finished before it are kept for a resume."""
+
+
 #: Order in which the configurations that wait for the chosen CAE start (longest first).
 _LONGEST_FIRST = {"CAE-2": 0, "MTC": 1, "CAE+H": 2}
 
@@ -591,7 +600,8 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 def _stage_worker(send, settings: tuple, cfg: dict) -> None:
     """A worker process: run one configuration, send ``("ok", result, log lines)`` or
-    ``("error", (type name, message, traceback), log lines)`` back, exit."""
+    ``("error", (kind in _RAISED_AS or None, type and message, message, traceback), log
+    lines)`` back, exit."""
     out, protocol, device, data_dir, threads = settings
     lines: list[str] = []
     try:
@@ -601,7 +611,9 @@ def _stage_worker(send, settings: tuple, cfg: dict) -> None:
         split = mnist_split(exp.protocol, data_dir)
         message = ("ok", exp.run_configuration(cfg, split), lines)
     except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
-        message = ("error", (type(exc).__name__, str(exc), traceback.format_exc()), lines)
+        kind = next((k.__name__ for k in _RAISED_AS if isinstance(exc, k)), None)
+        message = ("error", (kind, f"{type(exc).__name__}: {exc}", str(exc),
+                             traceback.format_exc()), lines)
     send.send(message)
     send.close()
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
-from ..reproduce import Experiment, Protocol, format_table
+from ..reproduce import Experiment, Protocol, WorkerDied, format_table
 
 EXAMPLE = """examples:
   contractive reproduce rifai2011 --out runs/rifai2011
@@ -122,8 +123,12 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)  # a bad --device fails before anything is written
     jobs = default_jobs(device, protocol.quick) if args.jobs == "auto" else args.jobs
-    summary = Experiment(args.out, protocol, device=args.device, data_dir=args.data_dir,
-                         jobs=jobs).run()
+    try:
+        summary = Experiment(args.out, protocol, device=args.device, data_dir=args.data_dir,
+                             jobs=jobs).run()
+    except WorkerDied as exc:  # not the input's fault: one line, exit 1
+        print(f"contractive reproduce: error: {exc}", file=sys.stderr)
+        return 1
     print()
     print(format_table(summary))
     print(f"wrote {args.out}/results.json, table.md, contraction_curves.png and spectra.png")
