@@ -35,6 +35,8 @@ def test_configurations_follow_the_selection_order():
 
 
 @pytest.mark.parametrize("kw, match", [
+    (dict(contractive_weights=(0.1, 0.3, 0.1)), "repeats a value"),
+    (dict(tangent_weights=(0.3, 0.3000000001)), "repeats a value"),
     ({"contractive_weights": ()}, "contractive_weights"),
     ({"weight_decays": (0.1, -1)}, "weight_decays"),
     ({"n_hidden": 0}, "n_hidden"),
@@ -196,7 +198,7 @@ def test_jobs_auto_is_one_process_per_core_on_a_cpu_and_one_elsewhere():
     from contractive.commands.reproduce import MAX_AUTO_JOBS, default_jobs
 
     cpu = torch.device("cpu")
-    assert default_jobs(cpu) == max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
+    assert default_jobs(cpu) == min(len(os.sched_getaffinity(0)), MAX_AUTO_JOBS)
     assert default_jobs(cpu, quick=True) == 1  # starting a process outlasts a quick stage
     assert default_jobs(torch.device("cuda")) == default_jobs(torch.device("mps")) == 1
     with pytest.raises(ValueError, match="jobs"):
@@ -208,6 +210,11 @@ def test_worker_processes_give_the_serial_results_and_stop_on_an_error(tmp_path)
     """Two configurations at a time, each in its own process, one torch thread each (as the
     serial run here): every stage's numbers are the serial run's, the ones that wait for the
     chosen CAE (CAE+H, CAE-2, MTC) included; a stage that fails in its worker raises here."""
+    import multiprocessing
+
+    import torch
+
+    torch.set_num_threads(1)  # the serial run's threads: the workers'
     protocol = Protocol.quick_protocol(pretrain_epochs=1, finetune_epochs=2)
     runs, logs = {}, {}
     for jobs in (1, 2):
@@ -224,6 +231,22 @@ def test_worker_processes_give_the_serial_results_and_stop_on_an_error(tmp_path)
     assert "2 processes at a time" in runs[2]["machine"]
     assert (tmp_path / "j2" / "table.md").read_text().count("| MTC |") == 1
 
+    # a tie between the CAEs is broken in grid order, also when the second CAE's result
+    # comes first (here: done before, while the first runs in a worker)
+    import shutil
+
+    shutil.copytree(tmp_path / "j2", tmp_path / "tie")
+    stages = tmp_path / "tie" / "stages"
+    (stages / "CAE_lambda_0.1.json").unlink()
+    first = next(r for r in runs[2]["all"] if r["name"] == "CAE lambda=0.1")
+    second = json.loads((stages / "CAE_lambda_0.3.json").read_text())
+    second["valid_error"] = first["valid_error"]
+    (stages / "CAE_lambda_0.3.json").write_text(json.dumps(second))
+    tie = Experiment(tmp_path / "tie", protocol, device="cpu", data_dir=MNIST_DIR, jobs=2,
+                     threads=1, log=[].append).run()
+    assert tie["chosen"]["CAE"]["contractive_weight"] == 0.1
+    assert tie["chosen"]["MTC"]["contractive_weight"] == 0.1
+
     # a resume whose stage fails in its worker (a corrupt saved model): the error, here
     (tmp_path / "j2" / "stages" / "AE.json").unlink()
     (tmp_path / "j2" / "models" / "AE" / "model.json").write_text("{bad")
@@ -233,6 +256,7 @@ def test_worker_processes_give_the_serial_results_and_stop_on_an_error(tmp_path)
                    threads=1, log=log.append).run()
     assert any("done before" in line for line in log)
     assert not (tmp_path / "j2" / "stages" / "AE.json").exists()
+    assert multiprocessing.active_children() == []  # every worker stopped and joined
 
 
 class _Ended:
@@ -249,7 +273,8 @@ class _Ended:
     (None, "WorkerDied", "AE died \\(exit code -9\\); rerun the same command"),
     (("ValueError", "ValueError: bad file", "bad file", "Traceback ..."), "ValueError",
      "^bad file$"),
-    (("OSError", "OSError: disk full", "disk full", "Traceback ..."), "OSError", "^disk full$"),
+    (("OSError", "OSError: ...", (28, "No space left on device", "/x/stages/AE.json"),
+      "Traceback ..."), "OSError", "No space left on device: '/x/stages/AE.json'"),
     ((None, "KeyError: 'x'", "'x'", "Traceback (most recent call last): ..."), "RuntimeError",
      "AE failed in its worker process: KeyError: 'x'\nTraceback"),
 ])
@@ -269,4 +294,6 @@ def test_a_worker_that_fails_is_reported_by_kind(tmp_path, sent, error, match):
     with pytest.raises(expected, match=match) as info:
         exp._collect(_Ended(-9), receive, {"name": "AE"})
     assert type(info.value) is expected
+    if error == "OSError":  # the command line's one line names the file
+        assert info.value.filename == "/x/stages/AE.json" and info.value.errno == 28
     assert log == ([] if sent is None else ["  a line the worker logged"])

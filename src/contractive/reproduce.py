@@ -32,7 +32,9 @@ threads on a CPU). The CAE grid goes first; the configurations that need the cho
 (CAE-2, MTC, CAE+H, longest first) start as soon as it is known, the others fill the free
 processes. Every configuration is seeded on its own, so with the same threads per process
 the results do not depend on N. A failed configuration stops the others (their finished
-stages are kept for a resume).
+stages are kept for a resume). A script that runs an experiment with ``jobs > 1`` needs the
+``if __name__ == "__main__":`` guard that ``spawn`` asks for (notebooks and the command line
+need nothing).
 
 Resuming: each configuration's pre-trained model (``models/NAME``) and its results
 (``stages/NAME.json``) are written when done; a rerun into the same folder skips them. A
@@ -135,6 +137,9 @@ class Protocol:
                     not values and name not in optional):
                 raise ValueError(f"{name}={values!r} must be one or more finite numbers > 0"
                                  + (" (or none)" if name in optional else ""))
+            if len({f"{v:g}" for v in values}) < len(values):  # one configuration name each
+                raise ValueError(f"{name}={values!r} repeats a value (to 6 significant "
+                                 "digits); give each once")
             setattr(self, name, values)
         self.n_tangents = check_int("n_tangents", self.n_tangents, 1)
         self.tangent_probes = check_int("tangent_probes", self.tangent_probes, 0)
@@ -240,7 +245,7 @@ class Experiment:
         self.log = log
         self.jobs = check_int("jobs", jobs, 1)
         #: torch threads in each worker process (``jobs > 1``); default cpu_count // jobs
-        self.threads = (max(1, (os.cpu_count() or 1) // self.jobs) if threads is None
+        self.threads = (max(1, usable_cpus() // self.jobs) if threads is None
                         else check_int("threads", threads, 1))
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -462,17 +467,21 @@ class Experiment:
         # `first` is emptied once it is chosen
         ctx = multiprocessing.get_context("spawn")
         stop = contextlib.ExitStack()
-        if threading.current_thread() is threading.main_thread():  # SIGTERM: stop the workers
+        main_thread = threading.current_thread() is threading.main_thread()  # else no signals
+        if main_thread:  # SIGTERM: stop the workers on the way out
             previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-            stop.callback(signal.signal, signal.SIGTERM, previous)
+            stop.callback(signal.signal, signal.SIGTERM,
+                          signal.SIG_DFL if previous is None else previous)
         settings = (str(self.out), self.protocol.to_dict(), self.device, self.data_dir,
                     self.threads)
+
+        chosen: list[float] = []  # the CAE's weight, once known
 
         def record(cfg: dict, result: dict) -> None:
             results[cfg["name"]] = result
             if first and all(c["name"] in results for c in first):  # the CAE is chosen
-                weight = _chosen_weight([results[c["name"]] for c in first])
-                later = [c for c in configurations(self.protocol, weight)
+                chosen.append(_chosen_weight([results[c["name"]] for c in first]))  # grid order
+                later = [c for c in configurations(self.protocol, chosen[0])
                          if c["name"] not in independent]
                 queue.extend(sorted(later, key=lambda c: _LONGEST_FIRST.get(c["family"], 9)))
                 first.clear()
@@ -488,8 +497,9 @@ class Experiment:
                     receive, send = ctx.Pipe(duplex=False)
                     proc = ctx.Process(target=_stage_worker, args=(send, settings, cfg),
                                        name=f"contractive {cfg['name']}", daemon=True)
-                    with _signals_ignored(signal.SIGINT):  # inherited: a Ctrl-C reaches
-                        proc.start()  # the parent alone, which stops its workers
+                    with (_signals_ignored(signal.SIGINT) if main_thread  # inherited: a
+                          else contextlib.nullcontext()):  # Ctrl-C reaches the parent alone,
+                        proc.start()  # which stops its workers
                     send.close()  # the child holds the other end: EOF when it dies
                     running[proc.sentinel] = (proc, receive, cfg)
                     self.log(f"  {cfg['name']:<34} started")
@@ -504,15 +514,13 @@ class Experiment:
                 proc.join()
                 receive.close()
             stop.close()
-        order = [c["name"] for c in configurations(
-            self.protocol, _chosen_weight([r for r in results.values() if r["family"] == "CAE"]))]
-        return [results[name] for name in order]
+        return [results[c["name"]] for c in configurations(self.protocol, chosen[0])]
 
     def _collect(self, proc, receive, cfg: dict) -> dict:
         """A worker's result (its log lines printed here), or its error raised here."""
         try:
             kind, payload, lines = receive.recv()
-        except EOFError:  # died without a word: killed, out of memory
+        except (EOFError, OSError):  # died without a (whole) word: killed, out of memory
             proc.join()
             raise WorkerDied(f"the worker process of {cfg['name']} died (exit code "
                              f"{proc.exitcode}); rerun the same command to resume") from None
@@ -524,6 +532,8 @@ class Experiment:
         if kind == "ok":
             return payload
         kind, described, message, trace = payload
+        if kind == "OSError":  # (errno, strerror, filename): the command line names the file
+            raise OSError(*message)
         for exc_type in _RAISED_AS:
             if kind == exc_type.__name__:  # an input or a run that failed: its message
                 raise exc_type(message)
@@ -563,6 +573,14 @@ class Experiment:
         for name, fig in figures.items():
             atomic_write_bytes(self.out / name, figure_png(fig))
         return list(figures)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. a container's share), else all."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 #: Errors of a worker process raised again in the parent as their kind (what the command
@@ -612,7 +630,9 @@ def _stage_worker(send, settings: tuple, cfg: dict) -> None:
         message = ("ok", exp.run_configuration(cfg, split), lines)
     except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
         kind = next((k.__name__ for k in _RAISED_AS if isinstance(exc, k)), None)
-        message = ("error", (kind, f"{type(exc).__name__}: {exc}", str(exc),
+        text = ((exc.errno, exc.strerror or str(exc), exc.filename)
+                if isinstance(exc, OSError) else str(exc))
+        message = ("error", (kind, f"{type(exc).__name__}: {exc}", text,
                              traceback.format_exc()), lines)
     send.send(message)
     send.close()

@@ -14,10 +14,9 @@ rerun that changes only fine-tuning options keeps the pre-trained models.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from ..reproduce import Experiment, Protocol, WorkerDied, format_table
+from ..reproduce import Experiment, Protocol, WorkerDied, format_table, usable_cpus
 
 EXAMPLE = """examples:
   contractive reproduce rifai2011 --out runs/rifai2011
@@ -62,7 +61,7 @@ def default_jobs(device, quick: bool = False) -> int:
     takes longer than a configuration), 1."""
     if device.type != "cpu" or quick:
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
+    return min(usable_cpus(), MAX_AUTO_JOBS)
 
 
 def _floats_or_none(text: str) -> tuple[float, ...]:
