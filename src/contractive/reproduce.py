@@ -27,8 +27,8 @@ pixels. The library's reconstruction loss is the mean over pixels, so each is di
 d before training: ``contractive_weight = lambda / d`` (likewise gamma and weight decay).
 
 Processes: ``Experiment(jobs=N)`` runs up to N configurations at a time, each in its own
-process (started with ``spawn``; each loads the data itself and uses ``cpu_count // N`` torch
-threads on a CPU). The CAE grid goes first; the configurations that need the chosen CAE
+process (started with ``spawn``; each loads the data itself and uses ``usable_cpus() // N``
+torch threads on a CPU). The CAE grid goes first; the configurations that need the chosen CAE
 (CAE-2, MTC, CAE+H, longest first) start as soon as it is known, the others fill the free
 processes. Every configuration is seeded on its own, so with the same threads per process
 the results do not depend on N. A failed configuration stops the others (their finished
@@ -244,7 +244,7 @@ class Experiment:
         self.data_dir = data_dir
         self.log = log
         self.jobs = check_int("jobs", jobs, 1)
-        #: torch threads in each worker process (``jobs > 1``); default cpu_count // jobs
+        #: torch threads in each worker process (``jobs > 1``); default usable_cpus() // jobs
         self.threads = (max(1, usable_cpus() // self.jobs) if threads is None
                         else check_int("threads", threads, 1))
 
@@ -462,9 +462,8 @@ class Experiment:
         docstring); the results in the order of ``configurations``."""
         first = [c for c in configurations(self.protocol) if c["family"] == "CAE"]
         rest = [c for c in configurations(self.protocol) if c["family"] != "CAE"]
-        queue, results, running = list(first), {}, {}
-        independent = {c["name"] for c in first + rest}  # the others wait for the chosen CAE;
-        # `first` is emptied once it is chosen
+        queue, results, running = list(first), {}, {}  # `first` is emptied once it is chosen
+        independent = {c["name"] for c in first + rest}  # the others wait for the chosen CAE
         ctx = multiprocessing.get_context("spawn")
         stop = contextlib.ExitStack()
         main_thread = threading.current_thread() is threading.main_thread()  # else no signals
