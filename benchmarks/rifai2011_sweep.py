@@ -61,6 +61,8 @@ FINETUNE = {
                                          "input_dropout": 0.1},
     "mtc-probe1-0.5": {"tangent_weight": 0.5, "tangent_probes": 1},
     "mtc-probe1-0.3+seed-2": {"tangent_weight": 0.3, "tangent_probes": 1, "random_state": 2},
+    "mtc-probe1-0.3+input-dropout-0.1+seed-1": {"tangent_weight": 0.3, "tangent_probes": 1,
+                                                "input_dropout": 0.1, "random_state": 1},
 }
 # (row name, first layer: "cpu:lambda" for a model of --models, or
 # "pretrain:lambda:epochs[:sgd:learning rate]" pre-trained here, with Adam 1e-3 or plain SGD)
