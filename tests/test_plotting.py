@@ -234,6 +234,7 @@ def test_no_pyplot_figures_left_open():
 from matplotlib.collections import PolyCollection  # noqa: E402
 
 from contractive.plotting import (  # noqa: E402
+    FLOOR,
     codes_scatter,
     contraction_curves,
     reconstruction_profiles,
@@ -675,3 +676,16 @@ def test_codes_scatter_of_one_point_with_many_codes():
 
     fig = codes_scatter(np.random.default_rng(0).random((1, 3)))
     assert fig.axes[0].collections[0].get_offsets().shape == (1, 2)
+
+
+def test_spectra_axis_ends_at_float32_resolution_but_not_above_the_data():
+    s = _spectra(n=30, m=6)
+    s[:, -2:] = np.r_[1e-9, 1e-18]  # rounding noise at the tail, and an exact zero-like value
+    (ax,) = spectra({"noisy tail": s, "zero": np.r_[1.0, 0.0]}).get_axes()
+    assert ax.get_ylim()[0] == pytest.approx(FLOOR)  # relative to the largest value, 1
+    (ax,) = spectra({"raw": s * 1e3}, normalise=False).get_axes()
+    assert ax.get_ylim()[0] == pytest.approx(FLOOR * float(np.max(s * 1e3)))
+    clean = _spectra(n=30, m=4)  # nothing near the floor: the axis stays near the data
+    (ax,) = spectra({"clean": clean}).get_axes()
+    norm = clean / clean[:, :1]
+    assert FLOOR * 1e3 < ax.get_ylim()[0] <= np.percentile(norm, 10, axis=0).min()

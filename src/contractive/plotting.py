@@ -155,25 +155,39 @@ def tangent_images(
     return fig
 
 
+FLOOR = 1e-7  # the spectra's y axis ends here, relative to the largest value drawn
+
+
 def spectra(curves: dict[str, np.ndarray], *, normalise: bool = True, title: str | None = None,
             ax=None) -> Figure:
     """Mean singular-value spectra (with the 10th-90th percentile band), log scale.
 
     curves: name -> ``(n_points, m)`` singular values per point (or ``(m,)``); each is
     divided by its own leading value when ``normalise``, so shapes compare.
+
+    The y axis stops at ``FLOOR`` (1e-7) times the largest value drawn: float32 Jacobians
+    resolve singular values down to about that fraction of the largest, and what lies
+    below is rounding noise, which would otherwise stretch the axis over many decades.
     """
     _check_curves(curves)
     fig, ax = _figure_and_axes(ax, (5.5, 3.6))
+    drawn = []
     for name, s in curves.items():
         s = np.atleast_2d(np.asarray(s, dtype=np.float64))
         if normalise:
             s = s / np.maximum(s[:, :1], np.finfo(float).tiny)
+        drawn.append((s, name))
+    top = max(float(np.max(s)) for s, _ in drawn)
+    floor = FLOOR * top if top > 0 else np.finfo(float).tiny
+    for s, name in drawn:
         idx = np.arange(1, s.shape[1] + 1)
         (line,) = ax.plot(idx, s.mean(0), marker="o", ms=3, label=name)
         if len(s) > 1:
             lo, hi = np.percentile(s, [10, 90], axis=0)
-            ax.fill_between(idx, np.maximum(lo, 1e-12), hi, color=line.get_color(), alpha=0.2)
+            ax.fill_between(idx, np.maximum(lo, floor / 10), np.maximum(hi, floor / 10),
+                            color=line.get_color(), alpha=0.2)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=max(ax.get_ylim()[0], floor))
     ax.set_xlabel("index of singular value")
     ax.set_ylabel("singular value" + (" / largest" if normalise else ""))
     ax.legend(fontsize=8)
