@@ -1190,3 +1190,83 @@ def test_train_flags_that_cannot_be_meant(work, capsys, argv, words):
     assert_one_line_error(err)
     assert words in err
     assert sorted(p.name for p in work.rglob("*")) == before
+
+
+ALLOC_FAIL = ("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate "
+              "memory: you tried to allocate 40000000000 bytes")
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_out_of_memory_is_one_line_and_leaves_no_run(work, capsys, monkeypatch, exists):
+    if exists:
+        (work / "om").mkdir()
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError(ALLOC_FAIL)
+
+    monkeypatch.setattr(contractive.ContractiveAutoencoder, "_fit", fail)
+    code, out, err = run_cli(["train", "digits", "--out", "om", *FAST], capsys)
+    assert code == 1 and out == ""
+    assert_one_line_error(err)
+    assert "out of memory" in err and "can't allocate memory" in err
+    assert not (work / "om").exists() or list((work / "om").iterdir()) == []
+
+
+def test_other_runtime_errors_keep_their_traceback_and_leave_no_run(work, capsys, monkeypatch):
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(contractive.ContractiveAutoencoder, "_fit", fail)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", "digits", "--out", "bug", *FAST])
+    assert not (work / "bug").exists()
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (RuntimeError(ALLOC_FAIL), True), (MemoryError("x"), True),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("size mismatch"), False), (ValueError("can't allocate memory"), False),
+])
+def test_out_of_memory_recognised(exc, expected):
+    from contractive.cli import out_of_memory
+
+    assert out_of_memory(exc) is expected
+
+
+def _file_run(work, capsys) -> Path:
+    rows = np.random.default_rng(0).random((60, 5))
+    np.save(work / "rows.npy", rows)
+    assert run_cli(["train", "rows.npy", "--out", "fr", *FAST], capsys)[0] == 0
+    return work / "fr"
+
+
+def test_the_run_records_its_data_file_and_refuses_a_changed_one(work, capsys):
+    import hashlib
+
+    run = _file_run(work, capsys)
+    source = json.loads((run / "config.json").read_text())["data"]
+    assert source["sha256"] == hashlib.sha256((work / "rows.npy").read_bytes()).hexdigest()
+    np.save(work / "rows.npy", np.random.default_rng(1).random((80, 5)))  # replaced
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir())
+    for argv in (["train", "--out", "fr", "--resume", "--max-epochs", "3"],
+                 ["evaluate", "fr"], ["analyze", "fr", "--no-baseline"]):
+        code, out, err = run_cli(argv, capsys)
+        assert code == 2 and out == "", argv
+        assert_one_line_error(err)
+        assert "rows.npy" in err and "changed since the run was trained" in err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: p.unlink(), "heldout.npy: missing"),
+    (lambda p: p.write_bytes(b"junk"), "no .npy header"),
+    (lambda p: np.save(p, np.array([0.5])), "not a list of row numbers"),
+])
+def test_a_damaged_heldout_list_is_one_line(work, capsys, damage, words):
+    run = _file_run(work, capsys)
+    damage(run / "heldout.npy")
+    for argv in (["evaluate", "fr"], ["train", "--out", "fr", "--resume", "--max-epochs", "3"]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2, argv
+        assert_one_line_error(err)
+        assert words in err and "pickle" not in err

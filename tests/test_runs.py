@@ -9,9 +9,13 @@ import pytest
 
 from contractive.runs import (
     CONFIG_NAME,
+    HELDOUT_NAME,
+    check_same_data,
+    file_digest,
     image_shape_for,
     is_dataset_name,
     load_data,
+    read_heldout,
     read_run_config,
     write_json,
 )
@@ -170,3 +174,40 @@ def test_read_run_config_errors(tmp_path, case, message):
 ])
 def test_image_shape_for(d, known, expected):
     assert image_shape_for(d, known) == expected
+
+
+# -- held-out rows and the data's fingerprint -----------------------------------------------
+
+
+def test_read_heldout(tmp_path):
+    file_source = {"kind": "file", "path": "x.csv", "test_fraction": 0.2}
+    with pytest.raises(ValueError, match="heldout.npy: missing.*--test-fraction 0.2"):
+        read_heldout(tmp_path, file_source)
+    assert read_heldout(tmp_path, {**file_source, "test_fraction": 0.0}) is None
+    assert read_heldout(tmp_path, {"kind": "dataset", "spec": "digits"}) is None
+    np.save(tmp_path / HELDOUT_NAME, np.array([3, 1, 7]))
+    np.testing.assert_array_equal(read_heldout(tmp_path, file_source), [3, 1, 7])
+    for bad in (np.array([0.5, 1.0]), np.array([[1, 2]]), np.array([-1, 2])):
+        np.save(tmp_path / HELDOUT_NAME, bad)
+        with pytest.raises(ValueError, match="not a list of row numbers"):
+            read_heldout(tmp_path, file_source)
+    (tmp_path / HELDOUT_NAME).write_bytes(b"junk")
+    with pytest.raises(ValueError, match="no .npy header"):
+        read_heldout(tmp_path, file_source)
+
+
+def test_file_digest_and_check_same_data(csv_file, tmp_path):
+    import hashlib
+
+    digest = file_digest(csv_file)
+    assert digest == hashlib.sha256(csv_file.read_bytes()).hexdigest()
+    source = {"kind": "file", "path": str(csv_file), "sha256": digest}
+    check_same_data(source, tmp_path)  # unchanged: nothing raised
+    check_same_data({**source, "sha256": None}, tmp_path)  # older runs recorded none
+    check_same_data({"kind": "dataset", "spec": "digits"}, tmp_path)
+    csv_file.write_text(csv_file.read_text() + "99,198,0,-99\n")
+    with pytest.raises(ValueError, match="changed since the run was trained"):
+        check_same_data(source, tmp_path)
+    csv_file.unlink()
+    with pytest.raises(ValueError, match="is gone"):
+        check_same_data(source, tmp_path)

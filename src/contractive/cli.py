@@ -36,6 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: ``MemoryError`` (numpy), torch's
+    ``OutOfMemoryError`` (a GPU) or its CPU allocator's RuntimeError."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                           or "not enough memory" in text
+                                           or "out of memory" in text))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,6 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FloatingPointError as exc:  # NonFiniteLossError: a run, not an input, failed
         print(f"contractive {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise  # a bug: the traceback says where
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"contractive {args.command}: error: out of memory ({first[:200]}); use smaller "
+              "layers, batches or data, or another --device", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"contractive {args.command}: interrupted", file=sys.stderr)

@@ -97,14 +97,31 @@ def check_finite(X: np.ndarray, path: str | Path, names: list[str] | None = None
             )
 
 
-def _read_npy(path: Path) -> TableData:
+def load_npy(path: str | os.PathLike, what: str = "file") -> np.ndarray:
+    """``np.load`` of a ``.npy`` file (memory-mapped, never unpickled), with one-line errors
+    naming ``path``: no ``.npy`` header, Python objects inside, or truncated."""
+    path = Path(path)
     try:
-        a = np.load(path, mmap_mode="r", allow_pickle=False)
+        with path.open("rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{path}: not a .npy {what} (no .npy header: corrupted, or another "
+                         "format)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
+        if "pickle" in str(exc):
+            raise ValueError(f"{path}: the {what} holds Python objects, not numbers; only "
+                             "numeric arrays are read (never unpickled)") from None
         raise ValueError(f"{path}: not a numeric .npy array ({exc})") from None
     except (OSError, EOFError) as exc:
         raise ValueError(f"{path}: unreadable or truncated .npy file ({exc})") from None
-    a, image_shape = _numeric_2d(a, path)
+
+
+def _read_npy(path: Path) -> TableData:
+    a, image_shape = _numeric_2d(load_npy(path), path)
     check_finite(a, path)
     return TableData(str(path), _as_float(a), image_shape=image_shape)
 

@@ -6,7 +6,8 @@ A run folder (``contractive train DATA --out RUN_DIR``) holds:
 ``config.json``             the resolved parameters and where the data came from (first)
 ``checkpoint.safetensors``  the training state after the last finished epoch (resume)
 ``train.log``               one line per epoch
-``heldout.npy``             indices of the held-out rows (for a data file)
+``heldout.npy``             indices of the held-out rows (for a data file, whose SHA-256
+                            ``config.json`` records: a changed file is refused)
 ``model.safetensors``       the model (with ``model.json``): ``contractive.load(RUN_DIR)``
 ``metrics.json``            test reconstruction error, mean ``||J||_F^2``, timings
 ``history.json`` / ``.csv`` the loss terms per epoch
@@ -20,6 +21,7 @@ Every file is written atomically (``io.atomic_write_bytes``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .data import DATASETS, load_dataset
-from .files import read_data
+from .files import load_npy, read_data
 from .io import atomic_write_bytes
 
 CONFIG_NAME = "config.json"
@@ -100,6 +102,50 @@ def load_data(
     )
 
 
+def read_heldout(run_dir: str | os.PathLike, source: dict) -> np.ndarray | None:
+    """The run's held-out row numbers (``heldout.npy``), or None where it holds none out.
+    A run of a data file that held rows out but lacks the file, or one that is not a list
+    of row numbers, is refused (``ValueError``)."""
+    path = Path(run_dir) / HELDOUT_NAME
+    if not path.exists():
+        fraction = source.get("test_fraction") or 0
+        if source.get("kind") == "file" and fraction > 0:
+            raise ValueError(f"{path}: missing; the run held out --test-fraction {fraction:g} "
+                             "of its data's rows and listed them there; name DATA to use "
+                             "other rows, or train the run again")
+        return None
+    rows = np.asarray(load_npy(path, "list of held-out rows"))
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or (rows.size and rows.min() < 0):
+        raise ValueError(f"{path}: not a list of row numbers (corrupted?); train the run "
+                         "again")
+    return rows
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a data file's bytes (hex): what a run records to know its data again."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_same_data(source: dict, run_dir: str | os.PathLike) -> None:
+    """Refuse (``ValueError``) a run's data file that changed since the run recorded its
+    SHA-256 (runs of older versions recorded none, and are not checked)."""
+    recorded = source.get("sha256")
+    if source.get("kind") != "file" or not isinstance(recorded, str):
+        return
+    path = source["path"]
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: the data file of the run in {run_dir} is gone (moved or "
+                         "deleted); put it back, or name DATA")
+    if file_digest(path) != recorded:
+        raise ValueError(f"{path}: the data file of the run in {run_dir} changed since the "
+                         "run was trained (its SHA-256 differs); train a new run on it "
+                         "(another --out, or --overwrite)")
+
+
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``config.json`` of a run folder; ``ValueError`` if there is none or it is bad."""
     path = Path(run_dir) / CONFIG_NAME
@@ -146,6 +192,8 @@ def _config_problem(config: dict) -> str | None:
         fraction = src.get("test_fraction", 0.0)
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
             return "data.test_fraction must be a number"
+        if not isinstance(src.get("sha256"), (str, type(None))):
+            return "data.sha256 must be a string or null"
     return None
 
 

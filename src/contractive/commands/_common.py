@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from ..estimator import ContractiveAutoencoder
-from ..runs import HELDOUT_NAME, Data, is_dataset_name, load_data, read_run_config
+from ..runs import (
+    Data,
+    check_same_data,
+    is_dataset_name,
+    load_data,
+    read_heldout,
+    read_run_config,
+)
 
 
 def add_run_and_data(p) -> None:
@@ -40,17 +47,13 @@ def run_model(run_dir: str, device: str) -> tuple[ContractiveAutoencoder, dict]:
     return ContractiveAutoencoder.load(run_dir, device=device), config
 
 
-def _heldout(run_dir: str) -> np.ndarray | None:
-    path = Path(run_dir) / HELDOUT_NAME
-    return np.load(path, allow_pickle=False) if path.exists() else None
-
-
 def training_data(run_dir: str, config: dict, data_dir: str | None = None) -> Data:
     """The run's own data, split as in training (``data_dir`` overrides where the run found
     a dataset's files; the checksums still make it the same data)."""
     src = config["data"]
+    check_same_data(src, run_dir)
     return load_data(data_spec(src), data_dir=data_dir or src.get("data_dir"),
-                     label_column=src.get("label_column"), heldout=_heldout(run_dir))
+                     label_column=src.get("label_column"), heldout=read_heldout(run_dir, src))
 
 
 def data_spec(source: dict) -> str:

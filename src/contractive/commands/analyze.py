@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             X[:m], est.tangents(X[:m], n_tangents), shape, singular_values=s_cae[:m],
             title="leading tangent vectors (right singular vectors of J)")
     if est.history_:
-        figures["training_curves.png"] = training_curves(est.history_)
+        figures["training_curves.png"] = training_curves(
+            est.history_, title=f"training of the run {run_dir.name}: each loss term per epoch")
     images = {name: figure_png(fig) for name, fig in figures.items()}  # all drawn first
     for name, data in images.items():
         atomic_write_bytes(run_dir / name, data)

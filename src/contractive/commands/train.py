@@ -36,8 +36,11 @@ from ..plotting import reconstruction_grid, reconstruction_profiles, training_cu
 from ..runs import (
     CONFIG_NAME,
     HELDOUT_NAME,
+    check_same_data,
+    file_digest,
     image_shape_for,
     load_data,
+    read_heldout,
     read_run_config,
     write_json,
 )
@@ -372,8 +375,9 @@ def _figures(out: Path, est: ContractiveAutoencoder, data, label: str) -> None:
 def run(args: argparse.Namespace) -> int:
     params, settings, out, stored = _resolve(args)
     heldout = None
-    if stored is not None and (out / HELDOUT_NAME).exists():
-        heldout = np.load(out / HELDOUT_NAME, allow_pickle=False)
+    if stored is not None:
+        check_same_data(stored["data"], out)
+        heldout = read_heldout(out, stored["data"])
     data = load_data(
         settings["data"], data_dir=settings["data_dir"], label_column=settings["label_column"],
         test_fraction=settings["test_fraction"], seed=params["random_state"], heldout=heldout,
@@ -390,6 +394,8 @@ def run(args: argparse.Namespace) -> int:
     created = missing_folders(out)
     _prepare_folder(out, args.overwrite, args.resume)
     source = {**data.source, "spec": settings["data"]}
+    if source["kind"] == "file":
+        source["sha256"] = file_digest(source["path"])
     if stored is not None:  # a resumed run may have changed max_epochs / device / verbose
         write_json(out / CONFIG_NAME, {**stored, "params": params})
     else:
@@ -412,12 +418,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"contractive train: interrupted; {where}; continue with: contractive train "
               f"--out {out} --resume", file=sys.stderr)
         return 130
-    except NonFiniteLossError as exc:
-        if hook.saved_epoch is None and resume_state is None:
+    except Exception as exc:  # nothing trained: what this run wrote goes (out of memory, say)
+        nothing_saved = hook.saved_epoch is None and resume_state is None
+        if nothing_saved and stored is None:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
                 remove_empty_folders(created[1:])
-            where = "no epoch finished, so no run was written" if created else (
+            else:  # a folder that was there (empty, or replaced with --overwrite)
+                for name in (CONFIG_NAME, HELDOUT_NAME):
+                    (out / name).unlink(missing_ok=True)
+        if not isinstance(exc, NonFiniteLossError):
+            raise
+        if nothing_saved:
+            where = "no epoch finished, so no run was written" if stored is None else (
                 f"no epoch finished; {out} holds only the run's config: retry with --overwrite")
         else:
             epoch = hook.saved_epoch if hook.saved_epoch is not None else resume_state["epoch"]
