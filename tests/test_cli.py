@@ -899,6 +899,32 @@ def test_encode_bad_output(csv_run, capsys, work, command, output):
     assert os.listdir(work) == []
 
 
+@pytest.mark.parametrize("command", ["encode", "reconstruct"])
+def test_encode_never_writes_over_its_data_or_into_the_run(tmp_path, capsys, command):
+    rows = np.random.default_rng(0).random((40, 4))
+    data = tmp_path / "rows.csv"
+    np.savetxt(data, rows, delimiter=",", header="a,b,c,d", comments="")
+    run = tmp_path / "r"
+    assert run_cli(["train", str(data), "--out", str(run), *FAST], capsys)[0] == 0
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    text = data.read_text()
+    for output, words in ((data, "is DATA itself"), (run / "heldout.npy", "inside the run"),
+                          (run / "new.csv", "inside the run"), (run, "unknown output format"),
+                          (tmp_path / "adir.npy", "is a folder")):
+        if output.name == "adir.npy":
+            output.mkdir()
+        code, stdout, err = run_cli([command, str(run), str(data), "-o", str(output)], capsys)
+        assert code == 2 and stdout == "", output
+        assert_one_line_error(err)
+        assert words in err
+    assert data.read_text() == text
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    other = tmp_path / "old.npy"  # an existing output elsewhere is replaced, as -o says
+    np.save(other, np.zeros(3))
+    assert run_cli([command, str(run), str(data), "-o", str(other)], capsys)[0] == 0
+    assert np.load(other).shape[0] == 40
+
+
 # -- bad inputs to every command ------------------------------------------------------------
 
 

@@ -200,6 +200,25 @@ def test_wrong_shapes_at_inference(X):
         cae.inverse_transform(np.zeros((2, 4)))
 
 
+def test_values_beyond_float32_are_refused_not_turned_into_nan(X):
+    huge = X.astype(np.float64).copy()
+    huge[2, 4] = 1e39
+    with pytest.raises(ValueError, match="1e\\+39 at row 2, column 4.*float32"):
+        _small().fit(huge)
+    cae = _small().fit(X)
+    for method in (cae.transform, cae.reconstruct, cae.jacobian, cae.penalty,
+                   cae.singular_values):
+        with pytest.raises(ValueError, match="float32"):
+            method(huge)
+    codes = cae.transform(X[:3]).astype(np.float64)
+    codes[1, 0] = -1e300
+    with pytest.raises(ValueError, match="codes.*row 1, column 0.*float32"):
+        cae.inverse_transform(codes)
+    # per-feature scaling brings such data into range: then it is fine
+    scaled = _small(scaling="standard").fit(X * 1e38 * 10)
+    assert np.isfinite(scaled.transform(X * 1e38 * 10)).all()
+
+
 def test_tied_weights_have_no_decoder_matrices(X):
     cae = _small(tied_weights=True, hidden_layer_sizes=(5,)).fit(X)
     names = [n for n, _ in cae.module_.named_parameters()]

@@ -86,6 +86,26 @@ def test_npy_nan_and_inf_named_by_row_and_column(tmp_path):
         read_data(p)
 
 
+def test_values_beyond_float32_named_by_row_and_column(tmp_path):
+    a = np.zeros((4, 3))
+    a[2, 0] = -1e300
+    p = tmp_path / "huge.npy"
+    np.save(p, a)
+    with _err(p, "row 3", "column 1", "float32"):
+        read_data(p)
+    c = _write(tmp_path / "huge.csv", "a,b\n1,2\n3,1e39\n")
+    with _err(c, "row 3", "column 'b'", "float32"):
+        read_data(c)
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    c = _write(tmp_path / "dup.csv", "a,label,c,label\n1,0,2,1\n3,1,4,0\n")
+    with _err(c, "'label' more than once"):
+        read_data(c, label_column="label")
+    ok = _write(tmp_path / "blank.csv", "a,,,d\n1,2,3,4\n")  # unnamed columns are not names
+    assert read_data(ok).X.shape == (1, 4)
+
+
 BAD_NPY = {
     "1-d": (lambda p: np.save(p, np.zeros(5)), "1-D"),
     "object": (lambda p: np.save(p, np.array([{"a": 1}, None], dtype=object)), ""),

@@ -30,7 +30,7 @@ from .activations import ACTIVATIONS
 from .models import LOSSES, OUTPUT_ACTIVATIONS, CAEConfig, ContractiveAutoencoderModule
 from .penalty import METHODS, resolve_method
 from .training import OPTIMIZERS, PRECISIONS, TrainConfig, Trainer, resolve_device
-from .validation import check_choice, check_float, check_hidden, check_int
+from .validation import check_choice, check_float, check_float32_range, check_hidden, check_int
 
 SCALINGS = ("none", "minmax", "standard")
 #: Inference chunk: rows per chunk, and the element budget of one chunk of Jacobians.
@@ -275,6 +275,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         scaled = (np.asarray(X, dtype=np.float64) - self.scale_offset_) / self.scale_factor_
+        check_float32_range(scaled, "X" if self.scaling == "none" else "X, scaled,")
         return torch.as_tensor(scaled, dtype=torch.float32)
 
     def _out_dtype(self, X: np.ndarray) -> np.dtype:
@@ -391,6 +392,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 f"X has {H.shape[1]} features, but inverse_transform expects codes of "
                 f"n_components={k} features"
             )
+        check_float32_range(H, "X (codes)")
         out = self._map(torch.as_tensor(H, dtype=torch.float32), self.module_.decode)
         return (out * self.scale_factor_ + self.scale_offset_).astype(self._out_dtype(H))
 

@@ -18,12 +18,14 @@ import csv
 import os
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .data import parse_idx, read_idx_bytes
+from .validation import FLOAT32_MAX
 
 FORMATS = (".npy", ".npz", ".csv", ".tsv", ".parquet", "IDX (*-ubyte, *.idx, .gz)")
 _X_KEYS = ("X", "x", "data")
@@ -80,20 +82,23 @@ def _as_float(a: np.ndarray) -> np.ndarray:
 
 def check_finite(X: np.ndarray, path: str | Path, names: list[str] | None = None,
                  row_offset: int = 1) -> None:
-    """Raise ``ValueError`` at the first NaN or infinity, naming its row and column.
+    """Raise ``ValueError`` at the first NaN, infinity or value beyond float32's range (the
+    network computes in float32), naming its row and column.
 
     Rows are reported from ``row_offset`` (1, or 2 below a header line); checked in chunks
     so a memory-mapped array is never loaded whole.
     """
     for start in range(0, X.shape[0], _CHECK_ROWS):
         chunk = np.asarray(X[start : start + _CHECK_ROWS])
-        bad = ~np.isfinite(chunk)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(chunk) | (np.abs(chunk) > FLOAT32_MAX)
         if bad.any():
             r, c = map(int, np.argwhere(bad)[0])
             col = repr(names[c]) if names else str(c + 1)
             raise ValueError(
                 f"{path}: row {start + r + row_offset}, column {col}: {chunk[r, c]}; "
-                "values must be finite numbers (no NaN or infinity)"
+                "values must be finite numbers (no NaN or infinity) within float32's range "
+                f"(+-{FLOAT32_MAX:.4g})"
             )
 
 
@@ -183,6 +188,11 @@ def _read_text(path: Path, delimiter: str, label_column: str | int | None) -> Ta
         numbered = numbered[1:]
     if not numbered:
         raise ValueError(f"{path}: has a header but no data rows")
+    if header:
+        twice = [n for n, k in Counter(header).items() if n and k > 1]
+        if twice:  # a label column named twice would leave one copy among the features
+            raise ValueError(f"{path}: the header names column {twice[0]!r} more than once; "
+                             "column names must differ")
     width = len(header) if header else len(numbered[0][1])
     label_idx = _label_index(path, label_column, header, width)
     names = header or [str(i + 1) for i in range(width)]
@@ -209,10 +219,10 @@ def _read_text(path: Path, delimiter: str, label_column: str | int | None) -> Ta
                 raise ValueError(
                     f"{path}: row {line}, column {col}: {text!r} is not a number"
                 ) from None
-            if not np.isfinite(X[r, j]):
+            if not np.isfinite(X[r, j]) or abs(X[r, j]) > FLOAT32_MAX:
                 raise ValueError(
                     f"{path}: row {line}, column {col}: {text!r}; values must be finite numbers "
-                    "(no NaN or infinity)"
+                    f"(no NaN or infinity) within float32's range (+-{FLOAT32_MAX:.4g})"
                 )
             j += 1
     feature_names = [n for c, n in enumerate(names) if c != label_idx] if header else None

@@ -11,6 +11,17 @@ import numpy as np
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # values above it overflow on the device
 
 
+def check_float32_range(A: np.ndarray, what: str) -> None:
+    """Refuse (``ValueError``) an array with a value beyond float32's range, which the
+    network computes in (it would turn into infinity there), naming its row and column."""
+    big = np.abs(A) > FLOAT32_MAX
+    if big.any():
+        r, c = map(int, np.argwhere(big)[0])
+        raise ValueError(f"{what} holds {A[r, c]:.4g} at row {r}, column {c}: beyond float32's "
+                         f"range (+-{FLOAT32_MAX:.4g}), which the network computes in; "
+                         "rescale the data")
+
+
 def check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name}={value!r} must be an integer >= {low}")

@@ -7,6 +7,7 @@ header), written atomically. The model applies the scaling it was trained with.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..files import write_array
 from ._common import add_data_options, model_and_rows
@@ -31,14 +32,30 @@ def register(sub) -> None:
         p.add_argument("run_dir", metavar="RUN_DIR")
         p.add_argument("data", metavar="DATA", help="dataset name or data file")
         p.add_argument("-o", "--output", required=True, metavar="FILE",
-                       help="output file: .npy, .csv or .tsv")
+                       help="output file: .npy, .csv or .tsv (an existing file is "
+                       "replaced; never DATA itself or a file in RUN_DIR)")
         add_data_options(p)
         p.set_defaults(run=run, what=name)
 
 
+def _check_output(output: str, run_dir: str, data: str | None) -> None:
+    """``-o`` must name a .npy/.csv/.tsv file that is neither DATA itself nor inside
+    RUN_DIR (whose files the run needs); another existing file is replaced."""
+    if not output.lower().endswith((".npy", ".csv", ".tsv")):
+        raise ValueError(f"-o {output}: unknown output format; use .npy, .csv or .tsv")
+    target = Path(output).resolve()
+    if data is not None and Path(data).exists() and Path(data).resolve() == target:
+        raise ValueError(f"-o {output}: is DATA itself, which would be overwritten; name "
+                         "another file")
+    if Path(run_dir).resolve() in target.parents:
+        raise ValueError(f"-o {output}: lies inside the run folder {run_dir}, whose files "
+                         "the run needs; name a file outside it")
+    if target.is_dir():
+        raise ValueError(f"-o {output}: is a folder; name a file")
+
+
 def run(args: argparse.Namespace) -> int:
-    if not args.output.lower().endswith((".npy", ".csv", ".tsv")):
-        raise ValueError(f"-o {args.output}: unknown output format; use .npy, .csv or .tsv")
+    _check_output(args.output, args.run_dir, args.data)
     est, rows = model_and_rows(args, with_training_data=False)
     X, described = rows.X, rows.described
     if args.what == "encode":
