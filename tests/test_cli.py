@@ -626,8 +626,24 @@ def test_config_out_and_data_from_the_file(work, capsys):
     assert (work / "from_toml" / "model.safetensors").is_file()
 
 
+def test_config_label_column_as_an_index_like_the_flag(work, capsys):
+    rows = np.random.default_rng(0).random((40, 4))
+    rows[:, 2] = np.arange(40) % 2
+    np.savetxt(work / "lab.csv", rows, delimiter=",")
+    (work / "run.toml").write_text('data = "lab.csv"\nlabel-column = 2\nmax-epochs = 1\n')
+    code, _, err = run_cli(["train", "--config", "run.toml", "--out", "t"], capsys)
+    assert code == 0, err
+    assert run_cli(["train", "lab.csv", "--label-column", "2", "--out", "f", "--max-epochs",
+                    "1"], capsys)[0] == 0
+    for run in ("t", "f"):
+        assert json.loads((work / run / "config.json").read_text())["data"]["label_column"] == "2"
+        assert json.loads((work / run / "model.json").read_text())["module_config"][
+            "in_features"] == 3
+
+
 @pytest.mark.parametrize("content,words", [
     ('data = "digits"\nbogus-key = 1\n', ["'bogus-key'", "valid"]),
+    ('data = "digits"\nlabel-column = -1\n', ["label-column", "must be a string"]),
     ('data = "digits"\nn_components = \n', ["not valid TOML"]),
     ('data = "digits"\nn-components = "four"\n', []),
     ('data = "digits"\nhidden-layer-sizes = "a,b"\n', []),

@@ -407,6 +407,18 @@ def test_load_dataset_fashion_mnist_files(tmp_path, clean_env):
         d, d / "fashion-mnist", clean_env / "contractive" / "fashion-mnist"]
 
 
+def test_mnist_files_are_not_taken_for_fashion_mnist(tmp_path, clean_env, monkeypatch):
+    """The two share file names: a file whose content is MNIST's (by its published MD5) is
+    refused as Fashion-MNIST, naming it."""
+    d = write_fake_mnist(tmp_path / "m", compress=True)
+    raw = data.read_idx_bytes(d / "train-labels-idx1-ubyte.gz")
+    mnist = data.IDX_DATASETS["mnist"]
+    monkeypatch.setitem(mnist.raw_md5, "train-labels-idx1-ubyte", data.md5_hex(raw))
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz: is the mnist file "
+                       "train-labels-idx1-ubyte, not fashion-mnist's"):
+        load_dataset("fashion-mnist", d)
+
+
 # -- checksums ----------------------------------------------------------------------------
 
 

@@ -94,7 +94,8 @@ def tangents(jac: JacobianFn, X: np.ndarray, n_tangents: int,
     """
     X = _check_points(X)
     k, d = _shape(jac, X)
-    if not isinstance(n_tangents, (int, np.integer)) or not 1 <= n_tangents <= min(k, d):
+    if (isinstance(n_tangents, bool) or not isinstance(n_tangents, (int, np.integer))
+            or not 1 <= n_tangents <= min(k, d)):
         raise ValueError(
             f"n_tangents={n_tangents!r} must be an integer between 1 and min(n_components, "
             f"n_features) = {min(k, d)}"

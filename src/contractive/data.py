@@ -12,7 +12,8 @@ and otherwise downloaded into the cache (``download.py``). Every file is checked
 its IDX header and size, the image and label counts, and the MD5 of its *uncompressed*
 content against the published one (so a re-compressed copy is accepted and a corrupted one
 is not). Fashion-MNIST publishes checksums of its archives only: its files are checked at
-download time against those, and structurally when read.
+download time against those, and structurally when read; a file that is MNIST's (by its
+MD5) is refused there, the two sharing file names.
 """
 
 from __future__ import annotations
@@ -235,7 +236,13 @@ def check_file(name: str, path: Path, raw: bytes) -> None:
     """Compare the uncompressed content of one file of ``name`` with its published MD5."""
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
     expected = _spec(name).raw_md5.get(stem)
-    if expected is not None and md5_hex(raw) != expected:
+    digest = md5_hex(raw)
+    mixed_up = [other for other, spec in IDX_DATASETS.items()
+                if other != name and spec.raw_md5.get(stem) == digest]
+    if mixed_up:  # the same file names, so easily confused: MNIST's files read as Fashion's
+        raise ValueError(f"{path}: is the {mixed_up[0]} file {stem}, not {name}'s; name a "
+                         f"folder that holds {name}'s files")
+    if expected is not None and digest != expected:
         raise ValueError(
             f"{path}: checksum mismatch (MD5 of the content is not the published {name} one): "
             f"the file is corrupted or not the original; delete it and run "

@@ -166,6 +166,9 @@ def _read_toml(path: str) -> dict[str, Any]:
                 value = parse_sizes(value)
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"--config {path}: hidden_layer_sizes: {exc}") from None
+        if (name == "label_column" and isinstance(value, int) and not isinstance(value, bool)
+                and value >= 0):
+            value = str(value)  # an index, as --label-column 3 gives it
         if name in ("data", "out", "data_dir", "label_column") and not isinstance(value, str):
             raise ValueError(f"--config {path}: {key} = {value!r} must be a string")
         if name == "test_fraction" and (isinstance(value, bool)
