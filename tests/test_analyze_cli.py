@@ -399,3 +399,27 @@ def test_one_row_is_refused_and_nothing_is_written(digits_run, analyzed, tmp_pat
     assert_one_line_error(err)
     assert "1 row" in err and "at least 2" in err and str(one) in err
     assert _snapshot(digits_run) == before
+
+
+def test_a_damaged_or_misplaced_baseline_is_one_line_with_the_way_out(digits_run, analyzed,
+                                                                      tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    weights = run / "baseline" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7] + b"garbage")
+    before = _snapshot(run)
+    code, stdout, err = run_cli(["analyze", str(run)], capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert "baseline" in err and "--no-baseline" in err and "delete" in err
+    assert _snapshot(run) == before
+    shutil.rmtree(run / "baseline")
+    (run / "baseline").write_text("not a folder")
+    before = _snapshot(run)
+    code, _, err = run_cli(["analyze", str(run)], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "is a file" in err and "--no-baseline" in err
+    assert _snapshot(run) == before

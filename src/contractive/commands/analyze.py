@@ -66,7 +66,12 @@ def _baseline(run_dir: Path, est: ContractiveAutoencoder, X_train: np.ndarray,
               "verbose": False}
     same = ("device", "verbose")
     if (folder / "model.json").exists():
-        kept = ContractiveAutoencoder.load(folder, device=device)
+        try:
+            kept = ContractiveAutoencoder.load(folder, device=device)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the plain auto-encoder kept in {folder} is damaged: "
+                             "delete that folder to train it again, or pass --no-baseline"
+                             ) from None
         if {k: v for k, v in kept.get_params().items() if k not in same} == {
                 k: v for k, v in params.items() if k not in same}:
             return kept
@@ -101,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-points {args.n_points} must be at least 2")
     run_dir = Path(args.run_dir)
     est, rows = model_and_rows(args)
+    if not args.no_baseline and (run_dir / BASELINE).exists() \
+            and not (run_dir / BASELINE).is_dir():
+        raise ValueError(f"{run_dir / BASELINE}: is a file, where analyze keeps the plain "
+                         "auto-encoder; move it away, or pass --no-baseline")
     X, y, described, train = rows.X, rows.y, rows.described, rows.train
     most = min(est.n_components, X.shape[1])
     n_tangents = min(4, most) if args.n_tangents is None else args.n_tangents

@@ -45,8 +45,10 @@ def register(sub) -> None:
                         "RUN_DIR's encoder (repeat for more layers)")
     p.add_argument("--learning-rate", type=float, default=0.05, metavar="FLOAT",
                    help="SGD learning rate (default 0.05)")
-    p.add_argument("--max-epochs", type=int, default=100, metavar="INT")
-    p.add_argument("--batch-size", type=int, default=100, metavar="INT")
+    p.add_argument("--max-epochs", type=int, default=100, metavar="INT",
+                   help="most epochs; training stops earlier on validation (default 100)")
+    p.add_argument("--batch-size", type=int, default=100, metavar="INT",
+                   help="rows per SGD step (default 100)")
     p.add_argument("--dropout", type=float, default=0.0, metavar="FLOAT",
                    help="dropout rate on the hidden layers in training (default 0: none)")
     p.add_argument("--tangent-weight", type=float, default=0.0, metavar="FLOAT",
@@ -59,7 +61,8 @@ def register(sub) -> None:
                         "tangents (cheaper); default 0: exact")
     p.add_argument("--validation-fraction", type=float, default=0.1, metavar="FLOAT",
                    help="share of the training rows for early stopping (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, metavar="INT")
+    p.add_argument("--seed", type=int, default=0, metavar="INT",
+                   help="seed of the split, the new layers and the batches (default 0)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the same MLP trained from random weights")
     p.add_argument("--json", action="store_true", help="print finetune.json")

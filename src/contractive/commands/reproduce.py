@@ -5,10 +5,10 @@ plain AE (1000 sigmoid units, tied weights, sigmoid decoder, cross-entropy), fin
 into a 784-1000-10 MLP, adds the same MLP from random weights and, beside the paper's Table
 1, the stacked CAE-2 (a second CAE on the chosen CAE's codes, fine-tuned as 784-1000-1000-10)
 and, with --tangent-weights, MTC (the chosen CAE fine-tuned flat along its tangents),
-chooses every family's
-hyper-parameters on the validation error, and writes results.json, table.md and figures
-(contraction curves, spectra) to --out. Rerun the same command to resume a stopped run; a
-rerun that changes only fine-tuning options keeps the pre-trained models.
+chooses every family's hyper-parameters on the validation error, and writes results.json,
+table.md and figures (contraction curves, spectra) to --out. Rerun the same command to
+resume a stopped run; a rerun that changes only fine-tuning options keeps the pre-trained
+models.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)  # a bad --device fails before anything is written
     jobs = default_jobs(device, protocol.quick) if args.jobs == "auto" else args.jobs
+    if not args.out.strip():
+        raise ValueError("--out is empty; name the folder for the run (default runs/rifai2011)")
     try:
         summary = Experiment(args.out, protocol, device=args.device, data_dir=args.data_dir,
                              jobs=jobs).run()
