@@ -12,6 +12,7 @@ from contractive.runs import (
     HELDOUT_NAME,
     check_same_data,
     file_digest,
+    file_fingerprint,
     image_shape_for,
     is_dataset_name,
     load_data,
@@ -210,4 +211,26 @@ def test_file_digest_and_check_same_data(csv_file, tmp_path):
         check_same_data(source, tmp_path)
     csv_file.unlink()
     with pytest.raises(ValueError, match="is gone"):
+        check_same_data(source, tmp_path)
+
+
+def test_check_same_data_reads_the_file_again_only_when_size_or_time_moved(csv_file, tmp_path,
+                                                                           monkeypatch):
+    import os
+
+    from contractive import runs
+
+    source = {"kind": "file", "path": str(csv_file), **file_fingerprint(csv_file)}
+    assert source["size"] == csv_file.stat().st_size
+    calls = []
+    digest = runs.file_digest
+    monkeypatch.setattr(runs, "file_digest", lambda p: calls.append(p) or digest(p))
+    check_same_data(source, tmp_path)
+    assert calls == []  # same size and time: not read
+    os.utime(csv_file, ns=(0, source["mtime_ns"] + 10**9))  # touched, same bytes: read, fine
+    check_same_data(source, tmp_path)
+    assert len(calls) == 1
+    text = csv_file.read_text()
+    csv_file.write_text(text.replace("1,2,1,-1", "1,2,1,-7"))  # same size, other bytes
+    with pytest.raises(ValueError, match="changed since"):
         check_same_data(source, tmp_path)

@@ -130,9 +130,16 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """What a run records of its data file: SHA-256, size and modification time."""
+    st = os.stat(path)
+    return {"sha256": file_digest(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def check_same_data(source: dict, run_dir: str | os.PathLike) -> None:
     """Refuse (``ValueError``) a run's data file that changed since the run recorded its
-    SHA-256 (runs of older versions recorded none, and are not checked)."""
+    SHA-256 (runs of older versions recorded none, and are not checked). A file of the
+    recorded size and modification time is taken as unchanged without reading it again."""
     recorded = source.get("sha256")
     if source.get("kind") != "file" or not isinstance(recorded, str):
         return
@@ -140,6 +147,9 @@ def check_same_data(source: dict, run_dir: str | os.PathLike) -> None:
     if not Path(path).is_file():
         raise ValueError(f"{path}: the data file of the run in {run_dir} is gone (moved or "
                          "deleted); put it back, or name DATA")
+    st = os.stat(path)
+    if (st.st_size, st.st_mtime_ns) == (source.get("size"), source.get("mtime_ns")):
+        return
     if file_digest(path) != recorded:
         raise ValueError(f"{path}: the data file of the run in {run_dir} changed since the "
                          "run was trained (its SHA-256 differs); train a new run on it "
@@ -194,6 +204,9 @@ def _config_problem(config: dict) -> str | None:
             return "data.test_fraction must be a number"
         if not isinstance(src.get("sha256"), (str, type(None))):
             return "data.sha256 must be a string or null"
+        for key in ("size", "mtime_ns"):
+            if isinstance(src.get(key), bool) or not isinstance(src.get(key), (int, type(None))):
+                return f"data.{key} must be an integer or null"
     return None
 
 

@@ -37,7 +37,7 @@ from ..runs import (
     CONFIG_NAME,
     HELDOUT_NAME,
     check_same_data,
-    file_digest,
+    file_fingerprint,
     image_shape_for,
     load_data,
     read_heldout,
@@ -398,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
     _prepare_folder(out, args.overwrite, args.resume)
     source = {**data.source, "spec": settings["data"]}
     if source["kind"] == "file":
-        source["sha256"] = file_digest(source["path"])
+        source.update(file_fingerprint(source["path"]))
     if stored is not None:  # a resumed run may have changed max_epochs / device / verbose
         write_json(out / CONFIG_NAME, {**stored, "params": params})
     else:
