@@ -643,7 +643,7 @@ def test_config_label_column_as_an_index_like_the_flag(work, capsys):
 
 @pytest.mark.parametrize("content,words", [
     ('data = "digits"\nbogus-key = 1\n', ["'bogus-key'", "valid"]),
-    ('data = "digits"\nlabel-column = -1\n', ["label-column", "must be a string"]),
+    ('data = "digits"\nlabel-column = true\n', ["label-column", "must be a string"]),
     ('data = "digits"\nn_components = \n', ["not valid TOML"]),
     ('data = "digits"\nn-components = "four"\n', []),
     ('data = "digits"\nhidden-layer-sizes = "a,b"\n', []),
@@ -924,6 +924,10 @@ def test_encode_never_writes_over_its_data_or_into_the_run(tmp_path, capsys, com
     assert run_cli(["train", str(data), "--out", str(run), *FAST], capsys)[0] == 0
     files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     text = data.read_text()
+    copy = tmp_path / "copy.csv"
+    copy.write_text(data.read_text())
+    code, _, err = run_cli([command, str(run), str(copy), "-o", str(data)], capsys)
+    assert code == 2 and "the data file the run" in err  # the run's own data, named as -o
     for output, words in ((data, "is DATA itself"), (run / "heldout.npy", "inside the run"),
                           (run / "new.csv", "inside the run"), (run, "unknown output format"),
                           (tmp_path / "adir.npy", "is a folder")):
@@ -1270,7 +1274,7 @@ def test_other_runtime_errors_keep_their_traceback_and_leave_no_run(work, capsys
     (RuntimeError("size mismatch"), False), (ValueError("can't allocate memory"), False),
 ])
 def test_out_of_memory_recognised(exc, expected):
-    from contractive.cli import out_of_memory
+    from contractive.training import out_of_memory
 
     assert out_of_memory(exc) is expected
 
@@ -1312,3 +1316,56 @@ def test_a_damaged_heldout_list_is_one_line(work, capsys, damage, words):
         assert code == 2, argv
         assert_one_line_error(err)
         assert words in err and "pickle" not in err
+
+
+def test_failure_cleanup_never_touches_a_folder_it_did_not_make(work, capsys, monkeypatch):
+    (work / "existing").mkdir()
+    (work / "existing" / "precious.txt").write_text("keep")
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError(ALLOC_FAIL)
+
+    monkeypatch.setattr(contractive.ContractiveAutoencoder, "_fit", fail)
+    code, _, err = run_cli(["train", "digits", "--out", "newdir/../existing", *FAST], capsys)
+    assert code == 2 and "not empty" in err  # "newdir/../existing" is "existing"
+    assert (work / "existing" / "precious.txt").read_text() == "keep"
+    assert not (work / "newdir").exists()
+
+
+def test_out_of_memory_after_a_checkpoint_says_how_to_resume(work, capsys, monkeypatch):
+    assert run_cli(["train", "digits", "--out", "r", *FAST], capsys)[0] == 0
+    before = sorted(p.name for p in (work / "r").iterdir())
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError(ALLOC_FAIL)
+
+    monkeypatch.setattr(contractive.ContractiveAutoencoder, "_fit", fail)
+    code, _, err = run_cli(["train", "--out", "r", "--resume", "--max-epochs", "4"], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "out of memory" in err and "checkpoint of epoch 2" in err and "--resume" in err
+    assert sorted(p.name for p in (work / "r").iterdir()) == before
+
+
+def test_resume_does_not_read_an_unchanged_data_file_again(work, capsys, monkeypatch):
+    from contractive import runs
+
+    _file_run(work, capsys)
+    calls = []
+    digest = runs.file_digest
+    monkeypatch.setattr(runs, "file_digest", lambda p: calls.append(p) or digest(p))
+    code, _, err = run_cli(["train", "--out", "fr", "--resume", "--max-epochs", "3"], capsys)
+    assert code == 0, err
+    assert calls == []
+
+
+def test_overwrite_refuses_a_run_folder_holding_its_data(work, capsys):
+    (work / "r").mkdir()
+    np.save(work / "r" / "rows.npy", np.random.default_rng(0).random((30, 4)))
+    assert run_cli(["train", "r/rows.npy", "--out", "r2", *FAST], capsys)[0] == 0
+    (work / "r" / "config.json").write_text((work / "r2" / "config.json").read_text())
+    code, _, err = run_cli(["train", "r/rows.npy", "--out", "r", "--overwrite", *FAST], capsys)
+    assert code == 2
+    assert_one_line_error(err)
+    assert "would delete DATA" in err
+    assert (work / "r" / "rows.npy").is_file()

@@ -36,16 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an allocation failure: ``MemoryError`` (numpy), torch's
-    ``OutOfMemoryError`` (a GPU) or its CPU allocator's RuntimeError."""
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
-        isinstance(exc, RuntimeError) and ("can't allocate memory" in text
-                                           or "not enough memory" in text
-                                           or "out of memory" in text))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,11 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"contractive {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as exc:
+        from .training import out_of_memory
+
         if not out_of_memory(exc):
             raise  # a bug: the traceback says where
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"contractive {args.command}: error: out of memory ({first[:200]}); use smaller "
-              "layers, batches or data, or another --device", file=sys.stderr)
+        if isinstance(exc, RuntimeError):  # torch's: long, with the allocator's internals
+            first = first[:200]
+        advice = "" if "--resume" in first else (  # a run that says how to resume its own
+            "; use smaller layers, batches or data, or another --device")
+        print(f"contractive {args.command}: error: out of memory ({first}){advice}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"contractive {args.command}: interrupted", file=sys.stderr)

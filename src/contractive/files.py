@@ -18,7 +18,6 @@ import csv
 import os
 import zipfile
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,11 +187,6 @@ def _read_text(path: Path, delimiter: str, label_column: str | int | None) -> Ta
         numbered = numbered[1:]
     if not numbered:
         raise ValueError(f"{path}: has a header but no data rows")
-    if header:
-        twice = [n for n, k in Counter(header).items() if n and k > 1]
-        if twice:  # a label column named twice would leave one copy among the features
-            raise ValueError(f"{path}: the header names column {twice[0]!r} more than once; "
-                             "column names must differ")
     width = len(header) if header else len(numbered[0][1])
     label_idx = _label_index(path, label_column, header, width)
     names = header or [str(i + 1) for i in range(width)]
@@ -243,6 +237,9 @@ def _label_index(path: Path, label_column: str | int | None, header: list[str] |
         if header is None or label_column not in header:
             have = f"columns {header}" if header else "no header"
             raise ValueError(f"{path}: no label column {label_column!r} ({have})")
+        if header.count(label_column) > 1:  # the other copy would be read as a feature
+            raise ValueError(f"{path}: the header names the label column {label_column!r} "
+                             f"{header.count(label_column)} times; name one column so")
         return header.index(label_column)
     idx = int(label_column)
     if not -width <= idx < width:

@@ -111,8 +111,9 @@ def read_heldout(run_dir: str | os.PathLike, source: dict) -> np.ndarray | None:
         fraction = source.get("test_fraction") or 0
         if source.get("kind") == "file" and fraction > 0:
             raise ValueError(f"{path}: missing; the run held out --test-fraction {fraction:g} "
-                             "of its data's rows and listed them there; name DATA to use "
-                             "other rows, or train the run again")
+                             "of its data's rows and listed them there, and without the list "
+                             "its training rows are unknown; restore it, or train the run "
+                             "again")
         return None
     rows = np.asarray(load_npy(path, "list of held-out rows"))
     if rows.ndim != 1 or rows.dtype.kind not in "iu" or (rows.size and rows.min() < 0):
@@ -139,21 +140,23 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
 def check_same_data(source: dict, run_dir: str | os.PathLike) -> None:
     """Refuse (``ValueError``) a run's data file that changed since the run recorded its
     SHA-256 (runs of older versions recorded none, and are not checked). A file of the
-    recorded size and modification time is taken as unchanged without reading it again."""
+    recorded size and modification time (to the nanosecond) is taken as unchanged without
+    reading it again, as ``make`` and ``rsync`` do: a rewrite that keeps both (``cp -p`` of
+    another file of the same size, say) is not noticed."""
     recorded = source.get("sha256")
     if source.get("kind") != "file" or not isinstance(recorded, str):
         return
     path = source["path"]
     if not Path(path).is_file():
         raise ValueError(f"{path}: the data file of the run in {run_dir} is gone (moved or "
-                         "deleted); put it back, or name DATA")
+                         "deleted); the run needs its training rows: put it back there")
     st = os.stat(path)
     if (st.st_size, st.st_mtime_ns) == (source.get("size"), source.get("mtime_ns")):
         return
     if file_digest(path) != recorded:
         raise ValueError(f"{path}: the data file of the run in {run_dir} changed since the "
-                         "run was trained (its SHA-256 differs); train a new run on it "
-                         "(another --out, or --overwrite)")
+                         "run was trained (its SHA-256 differs); restore the original, or "
+                         "train a new run on this one")
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:

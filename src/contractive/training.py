@@ -64,6 +64,16 @@ class NonFiniteLossError(FloatingPointError):
         self.cause = message if cause is None else cause
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: ``MemoryError`` (numpy), torch's
+    ``OutOfMemoryError`` (a GPU) or its CPU allocator's RuntimeError."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                           or "not enough memory" in text
+                                           or "out of memory" in text))
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (PyTorch vocabulary; the estimator translates to these)."""

@@ -13,7 +13,10 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)  # values above it overflow on the
 
 def check_float32_range(A: np.ndarray, what: str) -> None:
     """Refuse (``ValueError``) an array with a value beyond float32's range, which the
-    network computes in (it would turn into infinity there), naming its row and column."""
+    network computes in (it would turn into infinity there), naming its row and column
+    (counted from 0, as numpy's). ``A``: 2-D, finite."""
+    if A.size == 0 or (A.max() <= FLOAT32_MAX and A.min() >= -FLOAT32_MAX):
+        return  # (no copy of A in the usual case)
     big = np.abs(A) > FLOAT32_MAX
     if big.any():
         r, c = map(int, np.argwhere(big)[0])

@@ -7,9 +7,11 @@ header), written atomically. The model applies the scaling it was trained with.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..files import write_array
+from ..runs import read_run_config
 from ._common import add_data_options, model_and_rows
 
 EXAMPLES = {
@@ -38,15 +40,27 @@ def register(sub) -> None:
         p.set_defaults(run=run, what=name)
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # hard and symbolic links too
+    except OSError:  # either is missing
+        return False
+
+
 def _check_output(output: str, run_dir: str, data: str | None) -> None:
-    """``-o`` must name a .npy/.csv/.tsv file that is neither DATA itself nor inside
-    RUN_DIR (whose files the run needs); another existing file is replaced."""
+    """``-o`` must name a .npy/.csv/.tsv file that is neither DATA, nor the run's own data
+    file, nor inside RUN_DIR (whose files the run needs); another existing file is
+    replaced."""
     if not output.lower().endswith((".npy", ".csv", ".tsv")):
         raise ValueError(f"-o {output}: unknown output format; use .npy, .csv or .tsv")
     target = Path(output).resolve()
-    if data is not None and Path(data).exists() and Path(data).resolve() == target:
+    if data is not None and _same_file(data, target):
         raise ValueError(f"-o {output}: is DATA itself, which would be overwritten; name "
                          "another file")
+    source = read_run_config(run_dir)["data"]
+    if source.get("kind") == "file" and _same_file(source["path"], target):
+        raise ValueError(f"-o {output}: is the data file the run in {run_dir} was trained on, "
+                         "which it needs; name another file")
     if Path(run_dir).resolve() in target.parents:
         raise ValueError(f"-o {output}: lies inside the run folder {run_dir}, whose files "
                          "the run needs; name a file outside it")

@@ -16,6 +16,7 @@ import csv
 import inspect
 import io as _io
 import json
+import os
 import shutil
 import sys
 import time
@@ -44,9 +45,16 @@ from ..runs import (
     read_run_config,
     write_json,
 )
-from ..training import OPTIMIZERS, PRECISIONS, NonFiniteLossError, resolve_device
+from ..training import (
+    OPTIMIZERS,
+    PRECISIONS,
+    NonFiniteLossError,
+    out_of_memory,
+    resolve_device,
+)
 from ._common import data_spec
 
+LOG_NAME = "train.log"
 EXAMPLE = """examples:
   contractive train digits
   contractive train digits --out runs/digits --n-components 16 --max-epochs 300 --seed 0
@@ -166,8 +174,7 @@ def _read_toml(path: str) -> dict[str, Any]:
                 value = parse_sizes(value)
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"--config {path}: hidden_layer_sizes: {exc}") from None
-        if (name == "label_column" and isinstance(value, int) and not isinstance(value, bool)
-                and value >= 0):
+        if name == "label_column" and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # an index, as --label-column 3 gives it
         if name in ("data", "out", "data_dir", "label_column") and not isinstance(value, str):
             raise ValueError(f"--config {path}: {key} = {value!r} must be a string")
@@ -210,8 +217,8 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
                          "runs/NAME-TIME")
     if args.overwrite and args.resume:
         raise ValueError("--overwrite and --resume contradict each other; pass one")
-    if settings["out"]:
-        out = Path(settings["out"])
+    if settings["out"]:  # "new/../old" is "old": the checks below must see the folder used
+        out = Path(os.path.normpath(settings["out"]))
     elif settings["data"]:
         out = Path("runs") / f"{Path(settings['data']).stem}-{stamp}"
     else:
@@ -309,7 +316,7 @@ class _EpochHook:
         self.saved_epoch = trainer.epoch
         record = trainer.history[-1]
         terms = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k not in ("epoch",))
-        with open(self.out / "train.log", "a", encoding="utf-8") as log:
+        with open(self.out / LOG_NAME, "a", encoding="utf-8") as log:
             log.write(f"{datetime.now().isoformat(timespec='seconds')} epoch {record['epoch']}"
                       f"/{trainer.config.max_epochs} {terms}\n")
 
@@ -393,12 +400,15 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-epochs {params['max_epochs']} is below the {done} epochs "
                              f"the run in {out} has done; pass more to continue it")
     ContractiveAutoencoder(**params)._preflight(data.X)  # before anything is written
+    source = {**data.source, "spec": settings["data"]}
+    if source["kind"] == "file" and stored is None:
+        if args.overwrite and Path(out).resolve() in Path(source["path"]).parents:
+            raise ValueError(f"--overwrite would delete DATA {settings['data']}, which lies "
+                             f"inside --out {out}; move it out first")
+        source.update(file_fingerprint(source["path"]))
 
     created = missing_folders(out)
     _prepare_folder(out, args.overwrite, args.resume)
-    source = {**data.source, "spec": settings["data"]}
-    if source["kind"] == "file":
-        source.update(file_fingerprint(source["path"]))
     if stored is not None:  # a resumed run may have changed max_epochs / device / verbose
         write_json(out / CONFIG_NAME, {**stored, "params": params})
     else:
@@ -423,14 +433,17 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:  # nothing trained: what this run wrote goes (out of memory, say)
         nothing_saved = hook.saved_epoch is None and resume_state is None
-        if nothing_saved and stored is None:
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-                remove_empty_folders(created[1:])
-            else:  # a folder that was there (empty, or replaced with --overwrite)
-                for name in (CONFIG_NAME, HELDOUT_NAME):
-                    (out / name).unlink(missing_ok=True)
+        if nothing_saved and stored is None:  # only the run's own files, and emptied folders
+            for name in (CONFIG_NAME, HELDOUT_NAME, CHECKPOINT_NAME, LOG_NAME):
+                (out / name).unlink(missing_ok=True)
+            remove_empty_folders(created)
         if not isinstance(exc, NonFiniteLossError):
+            if out_of_memory(exc) and not nothing_saved:
+                epoch = hook.saved_epoch if hook.saved_epoch is not None else resume_state["epoch"]
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise MemoryError(f"{first}; the checkpoint of epoch {epoch} is in {out}: "
+                                  f"continue with contractive train --out {out} --resume "
+                                  "(--device may change)") from None
             raise
         if nothing_saved:
             where = "no epoch finished, so no run was written" if stored is None else (
