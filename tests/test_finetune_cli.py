@@ -36,6 +36,8 @@ def test_finetune_reports_and_writes_its_results(run_dir, capsys):
     (["--batch-size", "0"], "batch_size=0"),
     (["--validation-fraction", "1.5"], "--validation-fraction 1.5"),
     (["--validation-fraction", "0"], "--validation-fraction 0"),
+    (["--seed", "-1"], "--seed -1 must be between 0 and 2**32-1"),
+    (["--seed", str(2**32)], "must be between 0 and 2**32-1"),
     (["--tangent-weight", "-1"], "tangent_weight=-1.0"),
     (["--tangent-weight", "1", "--n-tangents", "0"], "n_tangents=0"),
     (["--tangent-weight", "1", "--tangent-probes", "-2"], "tangent_probes=-2"),

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if rows.y is None:
         raise ValueError(f"{rows.described}: has no labels; name its label column with "
                          "--label-column")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed {args.seed} must be between 0 and 2**32-1")
     if not 0 < args.validation_fraction < 1:
         raise ValueError(f"--validation-fraction {args.validation_fraction:g} must be between 0 "
                          "and 1 (exclusive): early stopping needs validation rows")
