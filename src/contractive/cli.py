@@ -55,13 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"contractive {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as exc:
-        from .training import out_of_memory
+        from .training import memory_error_line, out_of_memory
 
         if not out_of_memory(exc):
             raise  # a bug: the traceback says where
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if isinstance(exc, RuntimeError):  # torch's: long, with the allocator's internals
-            first = first[:200]
+        first = memory_error_line(exc)
         advice = "" if "--resume" in first else (  # a run that says how to resume its own
             "; use smaller layers, batches or data, or another --device")
         print(f"contractive {args.command}: error: out of memory ({first}){advice}",

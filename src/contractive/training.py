@@ -74,6 +74,13 @@ def out_of_memory(exc: BaseException) -> bool:
                                            or "out of memory" in text))
 
 
+def memory_error_line(exc: BaseException) -> str:
+    """The first line of an allocation failure's message, for a one-line error: torch's
+    (a RuntimeError) cut to 200 characters, its allocator's internals being long."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first[:200] if isinstance(exc, RuntimeError) else first
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (PyTorch vocabulary; the estimator translates to these)."""

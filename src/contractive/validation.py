@@ -17,12 +17,10 @@ def check_float32_range(A: np.ndarray, what: str) -> None:
     (counted from 0, as numpy's). ``A``: 2-D, finite."""
     if A.size == 0 or (A.max() <= FLOAT32_MAX and A.min() >= -FLOAT32_MAX):
         return  # (no copy of A in the usual case)
-    big = np.abs(A) > FLOAT32_MAX
-    if big.any():
-        r, c = map(int, np.argwhere(big)[0])
-        raise ValueError(f"{what} holds {A[r, c]:.4g} at row {r}, column {c}: beyond float32's "
-                         f"range (+-{FLOAT32_MAX:.4g}), which the network computes in; "
-                         "rescale the data")
+    r, c = map(int, np.argwhere(np.abs(A) > FLOAT32_MAX)[0])
+    raise ValueError(f"{what} holds {A[r, c]:.4g} at row {r}, column {c}: beyond float32's "
+                     f"range (+-{FLOAT32_MAX:.4g}), which the network computes in; "
+                     "rescale the data")
 
 
 def check_int(name: str, value: Any, low: int) -> int:

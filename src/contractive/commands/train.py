@@ -49,6 +49,7 @@ from ..training import (
     OPTIMIZERS,
     PRECISIONS,
     NonFiniteLossError,
+    memory_error_line,
     out_of_memory,
     resolve_device,
 )
@@ -440,10 +441,9 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(exc, NonFiniteLossError):
             if out_of_memory(exc) and not nothing_saved:
                 epoch = hook.saved_epoch if hook.saved_epoch is not None else resume_state["epoch"]
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise MemoryError(f"{first}; the checkpoint of epoch {epoch} is in {out}: "
-                                  f"continue with contractive train --out {out} --resume "
-                                  "(--device may change)") from None
+                raise MemoryError(f"{memory_error_line(exc)}; the checkpoint of epoch {epoch} "
+                                  f"is in {out}: continue with contractive train --out {out} "
+                                  "--resume (--device may change)") from None
             raise
         if nothing_saved:
             where = "no epoch finished, so no run was written" if stored is None else (
