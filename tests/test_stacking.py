@@ -64,3 +64,95 @@ def test_from_encoders_stacks_cae_trained_apart(X):
         StackedContractiveAutoencoder.from_encoders([])
     with pytest.raises(TypeError, match="layer 2 must be a ContractiveAutoencoder"):
         StackedContractiveAutoencoder.from_encoders([first, "model"])
+
+
+@pytest.fixture(scope="module")
+def stack(X):
+    return StackedContractiveAutoencoder(
+        (12, 6), base=_base(scaling="minmax"), layer_params=[{}, {"activation": "tanh"}],
+        random_state=3,
+    ).fit(X)
+
+
+def test_save_load_round_trip(stack, X, tmp_path):
+    import contractive
+
+    folder = stack.save(tmp_path / "s")
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "layer-1", "layer-2", "stack.json"]
+    for loaded in (StackedContractiveAutoencoder.load(folder, device="cpu"),
+                   contractive.load(tmp_path / "s" / "stack.json", device="cpu")):
+        assert isinstance(loaded, StackedContractiveAutoencoder)
+        np.testing.assert_array_equal(loaded.transform(X), stack.transform(X))
+        H = stack.transform(X[:5])
+        np.testing.assert_array_equal(loaded.inverse_transform(H), stack.inverse_transform(H))
+        assert loaded.layer_sizes == (12, 6) and loaded.random_state == 3
+        assert loaded.layer_params == [{}, {"activation": "tanh"}]
+        assert loaded.base.get_params() == stack.base.get_params()
+        assert loaded.n_features_in_ == 64
+    # the loaded stack refits to the same layers: its parameters came back whole
+    refit = StackedContractiveAutoencoder.load(folder, device="cpu").fit(X)
+    np.testing.assert_allclose(refit.transform(X), stack.transform(X), atol=1e-6)
+    # a plain model still loads through contractive.load
+    single = stack.encoders_[0].save(tmp_path / "one")
+    assert isinstance(contractive.load(single, device="cpu"), ContractiveAutoencoder)
+
+
+def test_load_refuses_a_stack_mixed_with_another_save(stack, X, tmp_path):
+    stack.save(tmp_path / "s")
+    other = _base(n_components=6, activation="tanh", random_state=9).fit(
+        stack.encoders_[0].transform(X))
+    other.save(tmp_path / "s" / "layer-2")  # as a save of another stack cut short would
+    with pytest.raises(ValueError, match=r"layer-2.*is not the layer 2 this stack saved"):
+        StackedContractiveAutoencoder.load(tmp_path / "s")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "stack.json").unlink(), "no stack here"),
+    (lambda d: (d / "stack.json").write_text("{not json"), "unreadable stack file"),
+    (lambda d: (d / "stack.json").write_text('{"format": "x"}'), "not a contractive stack"),
+    (lambda d: (d / "layer-1" / "model.safetensors").write_bytes(b"xx"), "checksum mismatch"),
+    (lambda d: __import__("shutil").rmtree(d / "layer-2"), "no model here"),
+])
+def test_load_refuses_a_damaged_stack(stack, tmp_path, damage, words):
+    stack.save(tmp_path / "s")
+    damage(tmp_path / "s")
+    with pytest.raises(ValueError, match=words):
+        StackedContractiveAutoencoder.load(tmp_path / "s")
+
+
+def test_load_refuses_edited_layer_list(stack, tmp_path):
+    import json
+
+    stack.save(tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / "stack.json").read_text())
+    meta["layers"][0]["folder"] = "../elsewhere"
+    (tmp_path / "s" / "stack.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="must be a plain name"):
+        StackedContractiveAutoencoder.load(tmp_path / "s")
+    meta["params"]["layer_sizes"] = [12, 7]
+    meta["layers"][0]["folder"] = "layer-1"
+    (tmp_path / "s" / "stack.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="layer_sizes do not match"):
+        StackedContractiveAutoencoder.load(tmp_path / "s")
+
+
+def test_save_refuses_unfitted_and_bad_paths(stack, tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        StackedContractiveAutoencoder().save(tmp_path / "u")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        stack.save(tmp_path / "f")
+    with pytest.raises(ValueError, match="path is empty"):
+        stack.save("")
+
+
+def test_contractive_load_refuses_a_folder_holding_both(stack, tmp_path):
+    import contractive
+
+    stack.save(tmp_path / "s")
+    stack.encoders_[0].save(tmp_path / "s")
+    with pytest.raises(ValueError, match="holds both a model"):
+        contractive.load(tmp_path / "s")

@@ -11,16 +11,32 @@ The penalty functions live in ``contractive.penalty``; the PyTorch module in
 fine-tuning in ``contractive.classifier``; stacking in ``contractive.stacking``.
 """
 
+import os
+from pathlib import Path
+
 from ._version import __version__
 from .classifier import FineTunedClassifier
 from .estimator import ContractiveAutoencoder
 from .penalty import contractive_penalty, higher_order_penalty
-from .stacking import StackedContractiveAutoencoder
+from .io import CONFIG_NAME as MODEL_CONFIG_NAME
+from .stacking import STACK_NAME, StackedContractiveAutoencoder
 from .training import NonFiniteLossError
 
 
-def load(path, device: str = "auto") -> ContractiveAutoencoder:
-    """Load a model folder written by ``ContractiveAutoencoder.save`` (never unpickles)."""
+def load(path, device: str = "auto"
+         ) -> ContractiveAutoencoder | StackedContractiveAutoencoder:
+    """Load a folder written by ``ContractiveAutoencoder.save`` or
+    ``StackedContractiveAutoencoder.save``, whichever it holds (never unpickles)."""
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path):
+        folder = Path(path)
+        if folder.name == STACK_NAME or (folder / STACK_NAME).is_file():
+            if folder.name != STACK_NAME and (folder / MODEL_CONFIG_NAME).is_file():
+                raise ValueError(
+                    f"{folder}: holds both a model ({MODEL_CONFIG_NAME}) and a stack "
+                    f"({STACK_NAME}); load one with ContractiveAutoencoder.load or "
+                    "StackedContractiveAutoencoder.load"
+                )
+            return StackedContractiveAutoencoder.load(path, device=device)
     return ContractiveAutoencoder.load(path, device=device)
 
 

@@ -6,12 +6,21 @@
 Every layer is a ``ContractiveAutoencoder``: a clone of ``base`` with ``n_components`` set to
 the layer's size and per-layer overrides from ``layer_params``. The stack initialises a deep
 classifier through ``classifier.FineTunedClassifier(encoder=stack)``.
+
+A fitted stack is saved as a folder: ``layer-1/`` ... ``layer-L/``, each a
+``ContractiveAutoencoder.save`` folder, and ``stack.json`` (the stack's parameters and the
+SHA-256 of each layer's config), written last. Loading checks every layer against those
+digests, so a save cut short, or a layer folder replaced, is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
+import json
 import numbers
+import os
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +28,13 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from . import io
+from ._version import __version__
 from .estimator import ContractiveAutoencoder
+
+STACK_NAME = "stack.json"
+STACK_FORMAT = "contractive.stack"
+STACK_FORMAT_VERSION = 1
 
 
 class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
@@ -132,3 +147,118 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
         return self.encoders_[-1].get_feature_names_out()
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the fitted stack to the folder ``path`` (see the module docstring); returns
+        it. Layer folders of an earlier, deeper stack saved there are left but not listed."""
+        check_is_fitted(self)
+        folder = io._model_dir(path)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder}: exists and is not a folder; a stack is saved as a "
+                             "folder")
+        params = {
+            "layer_sizes": [int(s) for s in self.layer_sizes],
+            "layer_params": self.layer_params,
+            "random_state": _storable({"random_state": self.random_state})["random_state"],
+            "base": None if self.base is None else _storable(self.base.get_params()),
+        }
+        json.dumps(params, allow_nan=False, default=io._jsonable)  # refuse before writing
+        layers = []
+        for i, enc in enumerate(self.encoders_, 1):
+            name = f"layer-{i}"
+            enc.save(folder / name)
+            digest = json.loads((folder / name / io.CONFIG_NAME).read_text())["config_sha256"]
+            layers.append({"folder": name, "config_sha256": digest})
+        meta = {
+            "format": STACK_FORMAT,
+            "format_version": STACK_FORMAT_VERSION,
+            "library_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "layers": layers,
+            "params": params,
+        }
+        text = json.dumps(meta, indent=1, allow_nan=False, default=io._jsonable)
+        io.atomic_write_bytes(folder / STACK_NAME, (text + "\n").encode())
+        return str(folder)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto"
+             ) -> StackedContractiveAutoencoder:
+        """Read a stack written by ``save`` onto ``device``; never unpickles. A missing,
+        damaged or inconsistent folder raises ``ValueError`` naming the file."""
+        folder = io._model_dir(path)
+        if folder.name == STACK_NAME:
+            folder = folder.parent
+        meta_path = folder / STACK_NAME
+        if not meta_path.is_file():
+            raise ValueError(f"{folder}: no stack here (expected {STACK_NAME}, written by "
+                             "StackedContractiveAutoencoder.save)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{meta_path}: unreadable stack file ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != STACK_FORMAT:
+            raise ValueError(f"{meta_path}: not a contractive stack (format is not "
+                             f"{STACK_FORMAT!r})")
+        version = meta.get("format_version")
+        if type(version) is not int or not 1 <= version <= STACK_FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: format_version {version!r} is not supported by "
+                             f"contractive {__version__} (reads up to "
+                             f"{STACK_FORMAT_VERSION}); upgrade contractive")
+        try:
+            entries = meta["layers"]
+            if not isinstance(entries, list) or not entries:
+                raise ValueError("'layers' must be a non-empty list")
+            encoders = []
+            for i, entry in enumerate(entries, 1):
+                name = entry["folder"]
+                if not isinstance(name, str) or Path(name).name != name or name in ("", ".",
+                                                                                    ".."):
+                    raise ValueError(f"layer {i}: folder {name!r} must be a plain name")
+                layer_cfg = folder / name / io.CONFIG_NAME
+                try:
+                    digest = json.loads(layer_cfg.read_text()).get("config_sha256")
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                    digest = None  # ContractiveAutoencoder.load words what is wrong
+                if digest is not None and digest != entry["config_sha256"]:
+                    raise ValueError(f"{layer_cfg} is not the layer {i} this stack saved "
+                                     "(a save cut short, or the folder replaced); save the "
+                                     "stack again")
+                encoders.append(ContractiveAutoencoder.load(folder / name, device=device))
+            stack = cls.from_encoders(encoders)
+            params = meta["params"]
+            stack.set_params(
+                layer_sizes=tuple(params["layer_sizes"]),
+                layer_params=None if params["layer_params"] is None else [
+                    _tuples(p) for p in params["layer_params"]],
+                random_state=params["random_state"],
+                base=None if params["base"] is None else ContractiveAutoencoder(
+                    **_tuples(params["base"])),
+            )
+            if stack.layer_sizes != tuple(int(e.n_components) for e in encoders):
+                raise ValueError("its layer_sizes do not match the layers' code sizes")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{meta_path}: not a valid contractive stack ({exc!r})") from None
+        except ValueError as exc:
+            msg = str(exc)
+            raise ValueError(msg if str(folder) in msg else f"{folder}: {msg}") from None
+        return stack
+
+
+def _storable(params: dict) -> dict:
+    """Parameters to store: a ``random_state`` that is not a seed (a generator) as None, as
+    ``ContractiveAutoencoder.save`` does."""
+    params = dict(params)
+    if not isinstance(params.get("random_state"), (numbers.Integral, type(None))):
+        params["random_state"] = None
+    return params
+
+
+def _tuples(params: dict) -> dict:
+    """Parameters read from JSON: ``hidden_layer_sizes`` back to a tuple."""
+    params = dict(params)
+    if isinstance(params.get("hidden_layer_sizes"), list):
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    return params
