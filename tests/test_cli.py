@@ -903,6 +903,33 @@ def test_encode_dataset_split(digits_run, capsys, work):
     assert np.load(work / "c.npy").shape == (1437, 6)
 
 
+def test_encode_and_reconstruct_take_a_saved_model_or_stack(tmp_path, capsys, work):
+    from contractive import ContractiveAutoencoder, StackedContractiveAutoencoder
+
+    rows = np.random.default_rng(0).random((30, 5))
+    data = tmp_path / "rows.npy"
+    np.save(data, rows)
+    cae = ContractiveAutoencoder(n_components=3, max_epochs=2, device="cpu").fit(rows)
+    stack = StackedContractiveAutoencoder(
+        (4, 2), base=ContractiveAutoencoder(max_epochs=2, device="cpu"), random_state=0
+    ).fit(rows)
+    for model, folder in ((cae, cae.save(tmp_path / "m")), (stack, stack.save(tmp_path / "s"))):
+        for command, expected in (("encode", model.transform(rows)),
+                                  ("reconstruct", model.inverse_transform(model.transform(rows)))):
+            code, stdout, err = run_cli([command, folder, str(data), "-o", "o.npy"], capsys)
+            assert code == 0, err
+            np.testing.assert_allclose(np.load(work / "o.npy"), expected, rtol=1e-5, atol=1e-6)
+        code, _, err = run_cli(["encode", folder, str(data), "-o", f"{folder}/c.npy"], capsys)
+        assert code == 2 and "inside the model folder" in err
+        for argv in (["evaluate", folder, str(data)], ["analyze", folder, str(data)],
+                     ["finetune", folder, str(data)]):
+            code, stdout, err = run_cli(argv, capsys)
+            assert code == 2 and stdout == "", argv
+            assert_one_line_error(err)
+            assert "a model saved by save(), not a run folder" in err
+    assert sorted(os.listdir(work)) == ["o.npy"]
+
+
 @pytest.mark.parametrize("command", ["encode", "reconstruct"])
 @pytest.mark.parametrize("output", ["codes.txt", "codes", "codes.npz", "no/such/dir/c.npy"])
 def test_encode_bad_output(csv_run, capsys, work, command, output):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import contractive
 from contractive.cli import main
 
 
@@ -96,6 +97,11 @@ def test_a_stack_of_runs_is_fine_tuned(run_dir, tmp_path, capsys):
     assert main(["finetune", str(run_dir), "--stack", str(codes), "--device", "cpu"]) == 2
     assert "a file, not a run folder" in capsys.readouterr().err
     assert not (run_dir / "finetune.json").exists()
+    # the upper layer may also be a model folder written by save()
+    saved_upper = contractive.load(upper).save(tmp_path / "saved-upper")
+    assert main(["finetune", str(run_dir), "--stack", saved_upper, "--max-epochs", "1",
+                 "--no-baseline", "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stack"] == [saved_upper]
 
 
 def test_unlabelled_data_for_a_labelled_run_names_the_data(run_dir, tmp_path, capsys):

@@ -17,8 +17,8 @@ from pathlib import Path
 from ._version import __version__
 from .classifier import FineTunedClassifier
 from .estimator import ContractiveAutoencoder
-from .penalty import contractive_penalty, higher_order_penalty
 from .io import CONFIG_NAME as MODEL_CONFIG_NAME
+from .penalty import contractive_penalty, higher_order_penalty
 from .stacking import STACK_NAME, StackedContractiveAutoencoder
 from .training import NonFiniteLossError
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..estimator import ContractiveAutoencoder
+from ..io import CONFIG_NAME as MODEL_CONFIG_NAME
 from ..runs import (
+    CONFIG_NAME,
     Data,
     check_same_data,
     is_dataset_name,
@@ -16,6 +18,7 @@ from ..runs import (
     read_heldout,
     read_run_config,
 )
+from ..stacking import STACK_NAME
 
 
 def add_run_and_data(p) -> None:
@@ -36,10 +39,31 @@ def add_data_options(p, *, split: bool = True) -> None:
     p.add_argument("--device", default="auto", help="device for inference (default: auto)")
 
 
-def run_model(run_dir: str, device: str) -> tuple[ContractiveAutoencoder, dict]:
-    """The model and ``config.json`` of a run folder."""
+def is_model_folder(folder: str) -> bool:
+    """A folder written by ``ContractiveAutoencoder.save`` or
+    ``StackedContractiveAutoencoder.save``, not a run folder (no ``config.json``)."""
+    path = Path(folder)
+    return (path.is_dir() and not (path / CONFIG_NAME).exists()
+            and ((path / MODEL_CONFIG_NAME).is_file() or (path / STACK_NAME).is_file()))
+
+
+def run_model(run_dir: str, device: str, *, model_folder: str | None = None
+              ) -> tuple[ContractiveAutoencoder, dict | None]:
+    """The model and ``config.json`` of a run folder. ``model_folder``: what to say when
+    ``run_dir`` is a folder written by ``save()`` (no run config, so no data): None
+    refuses it (the command needs the run's data), otherwise its model comes back with
+    the config ``None``."""
+    if is_model_folder(run_dir):
+        if model_folder is None:
+            raise ValueError(f"{run_dir}: a model saved by save(), not a run folder: this "
+                             "command needs the run's training data, which only a run of "
+                             "`contractive train` records (encode and reconstruct take a "
+                             "model folder)")
+        from .. import load
+
+        return load(run_dir, device=device), None
     config = read_run_config(run_dir)
-    if not (Path(run_dir) / "model.json").exists():
+    if not (Path(run_dir) / MODEL_CONFIG_NAME).exists():
         raise ValueError(
             f"{run_dir}: the run has no model yet (training unfinished?); "
             f"finish it with: contractive train --out {run_dir} --resume"
@@ -104,12 +128,22 @@ def eval_rows(
     return Rows(data.X, data.y, spec, data.feature_names)
 
 
-def model_and_rows(args, *, with_training_data: bool = True
+def model_and_rows(args, *, with_training_data: bool = True, model_folder: bool = False
                    ) -> tuple[ContractiveAutoencoder, Rows]:
     """For a command on RUN_DIR [DATA]: the model and the rows, checked against the model's
     feature count; ``rows.train`` (the run's training data, for PCA and distances) is loaded
-    when asked for."""
-    est, config = run_model(args.run_dir, args.device)
+    when asked for. ``model_folder``: RUN_DIR may be a folder written by ``save()`` (DATA
+    is then needed)."""
+    est, config = run_model(args.run_dir, args.device,
+                            model_folder="accepted" if model_folder else None)
+    if config is None:
+        if args.data is None:
+            raise ValueError(f"{args.run_dir}: a model saved by save(), which records no "
+                             "data: name DATA")
+        rows = eval_rows(args.run_dir, {}, args.data, data_dir=args.data_dir,
+                         label_column=args.label_column, split=args.split)
+        check_features(rows.X, est, rows.described, args.run_dir)
+        return est, rows
     rows = eval_rows(
         args.run_dir, config, args.data, data_dir=args.data_dir,
         label_column=args.label_column, split=args.split,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..files import write_array
 from ..runs import read_run_config
-from ._common import add_data_options, model_and_rows
+from ._common import add_data_options, is_model_folder, model_and_rows
 
 EXAMPLES = {
     "encode": """examples:
@@ -31,7 +31,9 @@ def register(sub) -> None:
             description=f"Write the {what} of DATA with the model of RUN_DIR.",
             epilog=EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.add_argument("run_dir", metavar="RUN_DIR",
+                       help="a run folder, or a model folder written by save() (a "
+                       "ContractiveAutoencoder's or a StackedContractiveAutoencoder's)")
         p.add_argument("data", metavar="DATA", help="dataset name or data file")
         p.add_argument("-o", "--output", required=True, metavar="FILE",
                        help="output file: .npy, .csv or .tsv (an existing file is "
@@ -57,25 +59,27 @@ def _check_output(output: str, run_dir: str, data: str | None) -> None:
     if data is not None and _same_file(data, target):
         raise ValueError(f"-o {output}: is DATA itself, which would be overwritten; name "
                          "another file")
-    source = read_run_config(run_dir)["data"]
+    source = {} if is_model_folder(run_dir) else read_run_config(run_dir)["data"]
     if source.get("kind") == "file" and _same_file(source["path"], target):
         raise ValueError(f"-o {output}: is the data file the run in {run_dir} was trained on, "
                          "which it needs; name another file")
     if Path(run_dir).resolve() in target.parents:
-        raise ValueError(f"-o {output}: lies inside the run folder {run_dir}, whose files "
-                         "the run needs; name a file outside it")
+        what = "model" if is_model_folder(run_dir) else "run"
+        raise ValueError(f"-o {output}: lies inside the {what} folder {run_dir}, whose files "
+                         f"the {what} needs; name a file outside it")
     if target.is_dir():
         raise ValueError(f"-o {output}: is a folder; name a file")
 
 
 def run(args: argparse.Namespace) -> int:
     _check_output(args.output, args.run_dir, args.data)
-    est, rows = model_and_rows(args, with_training_data=False)
+    est, rows = model_and_rows(args, with_training_data=False, model_folder=True)
     X, described = rows.X, rows.described
     if args.what == "encode":
         out, header = est.transform(X), list(est.get_feature_names_out())
     else:
-        out = est.reconstruct(X)
+        out = (est.reconstruct(X) if hasattr(est, "reconstruct")  # a stack: through each
+               else est.inverse_transform(est.transform(X)))
         header = rows.feature_names or [f"x{i}" for i in range(X.shape[1])]
     write_array(args.output, out, header=header)
     print(f"wrote {args.output}: {out.shape[0]} rows x {out.shape[1]} columns ({described})")

@@ -41,8 +41,9 @@ def register(sub) -> None:
     )
     add_run_and_data(p)
     p.add_argument("--stack", action="append", default=[], metavar="RUN_DIR",
-                   help="a run trained on the codes of the layer below, stacked on top of "
-                        "RUN_DIR's encoder (repeat for more layers)")
+                   help="a run (or a model folder written by save()) trained on the codes "
+                        "of the layer below, stacked on top of RUN_DIR's encoder (repeat for "
+                        "more layers)")
     p.add_argument("--learning-rate", type=float, default=0.05, metavar="FLOAT",
                    help="SGD learning rate (default 0.05)")
     p.add_argument("--max-epochs", type=int, default=100, metavar="INT",
@@ -72,7 +73,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     est, rows = model_and_rows(args)
     if args.stack:
-        upper = [run_model(folder, args.device)[0] for folder in args.stack]
+        upper = [run_model(folder, args.device, model_folder="accepted")[0]
+                 for folder in args.stack]
         try:
             encoder = StackedContractiveAutoencoder.from_encoders([est, *upper])
         except ValueError as exc:
