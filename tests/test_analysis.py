@@ -157,6 +157,33 @@ def test_contraction_curve_of_a_linear_map_is_its_mean_stretch(rng):
         A.contraction_curve(encode, jac, X, [-1.0])
 
 
+def test_contraction_curve_in_chunks_equals_one_pass(rng, monkeypatch):
+    """Memory is bounded by chunks of points x directions; the chunking changes nothing:
+    the same directions are drawn, and the ratios agree with a brute-force pass."""
+    W = rng.normal(size=(3, 4))
+    X = rng.normal(size=(9, 4))
+    encode = lambda Z: np.tanh(Z @ W.T)  # noqa: E731
+
+    def jac(Z):
+        return (1 - np.tanh(Z @ W.T) ** 2)[:, :, None] * W[None]
+
+    radii = [0.0, 0.3, 2.0]
+    whole = A.contraction_curve(encode, jac, X, radii, n_directions=7, random_state=5)
+    # brute force: every point repeated 7 times, the directions drawn at once
+    X0 = np.repeat(X, 7, axis=0)
+    U = np.random.default_rng(5).normal(size=X0.shape)
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    expected = [np.linalg.norm(np.einsum("nkd,nd->nk", jac(X0), U), axis=1).mean()] + [
+        (np.linalg.norm(encode(X0 + r * U) - encode(X0), axis=1) / r).mean() for r in radii[1:]]
+    np.testing.assert_allclose(whole, expected, rtol=1e-12)
+    sizes = []
+    monkeypatch.setattr(A, "CHUNK_ELEMENTS", 5 * 3 * 4)  # 5 rows of X + r u at a time
+    counted = lambda Z: (sizes.append(len(Z)), encode(Z))[1]  # noqa: E731
+    chunked = A.contraction_curve(counted, jac, X, radii, n_directions=7, random_state=5)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12)
+    assert max(sizes) == 5 and sum(sizes) == 3 * 63  # f(x), then f(x + r u) for 2 radii
+
+
 def test_contraction_curve_rejects_bad_arguments(rng):
     M = rng.normal(size=(3, 5))
     X = rng.normal(size=(10, 5))

@@ -426,6 +426,19 @@ def test_no_arguments_exits_2(capsys):
     assert "train" in stdout  # the usage names the command
 
 
+@pytest.mark.parametrize("argv, prefix", [
+    (["train", "digits", "--bogus"], "contractive train: error: unrecognized arguments: --bogus"),
+    (["evaluate", "r", "d", "extra"], "contractive evaluate: error: unrecognized arguments: extra"),
+    (["--bogus"], "contractive: error: unrecognized arguments: --bogus"),
+])
+def test_unknown_arguments_are_named_by_their_command(work, capsys, argv, prefix):
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err)
+    assert err.startswith(prefix) and "--help" in err
+    assert os.listdir(work) == []
+
+
 def test_version(capsys):
     code, stdout, _ = run_cli(["--version"], capsys)
     assert code == 0

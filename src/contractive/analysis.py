@@ -194,7 +194,9 @@ def contraction_curve(
     """Mean contraction ratio ``||f(x + r u) - f(x)|| / r`` at each radius: ``(len(radii),)``.
 
     ``u`` is drawn uniformly on the unit sphere (``n_directions`` per point); at ``r = 0``
-    the ratio is its limit ``||J_f(x) u||``. Radii are in the units of ``X``.
+    the ratio is its limit ``||J_f(x) u||``. Radii are in the units of ``X``. The points
+    and their directions go through in chunks (memory bounded by ``CHUNK_ELEMENTS``,
+    whatever ``len(X) * n_directions``).
 
     radii: a number or a non-empty 1-D sequence of finite numbers ``>= 0`` and at most
     float32's largest value (the network computes in float32). n_directions: an integer
@@ -210,26 +212,31 @@ def contraction_curve(
     radii = _check_radii(radii)
     n_directions = check_int("n_directions", n_directions, 1)
     rng = _check_rng(random_state)
-    X0 = np.repeat(X, n_directions, axis=0)
-    U = rng.normal(size=X0.shape)
-    U /= np.linalg.norm(U, axis=1, keepdims=True)
-    H0 = encode(X0).astype(np.float64)
-    ratios = []
-    for r in radii:
-        if r == 0:
-            k, d = _shape(jac, X0)
-            norms = [np.linalg.norm(np.einsum("nkd,nd->nk", jac(c), u), axis=1)
-                     for c, u in zip(_chunks(X0, k, d), _chunks(U, k, d))]
-            ratios.append(float(np.mean(np.concatenate(norms))))
-        else:
-            H1 = encode(X0 + r * U).astype(np.float64)
-            ratios.append(float(np.mean(np.linalg.norm(H1 - H0, axis=1) / r)))
-        if not np.isfinite(ratios[-1]):
+    k, d = _shape(jac, X)
+    n_rows = len(X) * n_directions  # point i's directions are rows i*n .. i*n + n - 1
+    step = max(1, CHUNK_ELEMENTS // max(1, k * d, 2 * d))  # rows of X + r u per chunk
+    sums = np.zeros(len(radii))
+    for start in range(0, n_rows, step):
+        X0 = X[np.arange(start, min(start + step, n_rows)) // n_directions]
+        U = rng.normal(size=X0.shape)  # drawn in order: the same directions for any step
+        U /= np.linalg.norm(U, axis=1, keepdims=True)
+        H0 = None
+        for i, r in enumerate(radii):
+            if r == 0:
+                norms = np.linalg.norm(np.einsum("nkd,nd->nk", jac(X0), U), axis=1)
+            else:
+                if H0 is None:
+                    H0 = encode(X0).astype(np.float64)
+                norms = np.linalg.norm(encode(X0 + r * U).astype(np.float64) - H0, axis=1) / r
+            sums[i] += norms.sum()
+    ratios = sums / n_rows
+    for r, ratio in zip(radii, ratios):
+        if not np.isfinite(ratio):
             raise ValueError(
                 f"the contraction ratio at radius {r:g} is not finite: the codes of X or of "
                 "X + r u are not finite (a radius too large for the network's float32 input?)"
             )
-    return np.asarray(ratios)
+    return ratios
 
 
 def _check_radii(radii: Any) -> np.ndarray:
