@@ -272,3 +272,100 @@ def test_column_vector_y_val_is_read_as_y_is(digits):
         clf.fit(digits.X_train[:300], digits.y_train[:300], digits.X_test[:100],
                 digits.y_test[:100, None])
     assert clf.n_epochs_ == 1
+
+
+# -- persistence ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("labels", [
+    lambda y: y,                                              # integers
+    lambda y: np.array([f"d{v}" for v in y]),                 # strings
+    lambda y: np.array([f"d{v}" for v in y], dtype=object),   # strings, as pandas gives
+    lambda y: y.astype(float) * 2,                            # floats
+])
+def test_save_load_round_trip(small, tmp_path, labels):
+    import contractive
+
+    X, y, cae = small
+    y = labels(y)
+    clf = FineTunedClassifier(cae, max_epochs=2, dropout=0.2, random_state=0,
+                              device="cpu").fit(X, y)
+    folder = clf.save(tmp_path / "clf")
+    for loaded in (FineTunedClassifier.load(folder, device="cpu"),
+                   contractive.load(tmp_path / "clf", device="cpu")):
+        assert isinstance(loaded, FineTunedClassifier)
+        np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+        np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+        assert loaded.classes_.dtype == clf.classes_.dtype
+        assert loaded.score(X, y) == clf.score(X, y)
+        assert loaded.encoder is None and loaded.hidden_layer_sizes == (8,)
+        assert loaded.dropout == 0.2 and loaded.history_ == clf.history_
+        assert loaded.best_epoch_ == clf.best_epoch_ and loaded.n_features_in_ == 64
+    # a fit of the loaded parameters trains the same MLP from random weights
+    assert FineTunedClassifier.load(folder).set_params(max_epochs=1, device="cpu").fit(X, y)
+
+
+def test_save_load_keeps_feature_names(small, tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, y, _ = small
+    frame = pd.DataFrame(X, columns=[f"p{i}" for i in range(64)])
+    clf = FineTunedClassifier(hidden_layer_sizes=(6,), max_epochs=1, device="cpu",
+                              random_state=0).fit(frame, y)
+    loaded = FineTunedClassifier.load(clf.save(tmp_path / "c"))
+    assert list(loaded.feature_names_in_) == list(frame.columns)
+    np.testing.assert_array_equal(loaded.predict(frame), clf.predict(frame))
+    with pytest.raises(ValueError, match="feature names"):
+        loaded.predict(frame.rename(columns={"p0": "q0"}))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "classifier.json").unlink(), "no model here"),
+    (lambda d: (d / "classifier.safetensors").write_bytes(b"xx"), "checksum mismatch"),
+    (lambda d: (d / "classifier.json").write_text("{"), "invalid JSON"),
+])
+def test_load_refuses_damaged_files(small, tmp_path, damage, words):
+    X, y, _ = small
+    clf = FineTunedClassifier(hidden_layer_sizes=(4,), max_epochs=1, device="cpu").fit(X, y)
+    clf.save(tmp_path / "c")
+    damage(tmp_path / "c")
+    with pytest.raises(ValueError, match=words):
+        FineTunedClassifier.load(tmp_path / "c")
+
+
+def test_load_refuses_an_inconsistent_config(small, tmp_path):
+    """A config edited consistently (its checksum recomputed) but wrong is still refused."""
+    import json
+
+    from contractive import io as cio
+
+    X, y, _ = small
+    clf = FineTunedClassifier(hidden_layer_sizes=(4,), max_epochs=1, device="cpu").fit(X, y)
+    clf.save(tmp_path / "c")
+    path = tmp_path / "c" / "classifier.json"
+    for edit, words in ((lambda c: c["classes"]["values"].pop(), "labels for 10 outputs"),
+                        (lambda c: c["architecture"]["sizes"].append(3), "shape|Missing"),
+                        (lambda c: c["fitted"].update(n_features_in_=5), "n_features_in_=5")):
+        config = json.loads(path.read_text())
+        edit(config)
+        config["config_sha256"] = cio._config_digest(config)
+        bad = tmp_path / "bad"
+        bad.mkdir(exist_ok=True)
+        (bad / "classifier.safetensors").write_bytes(
+            (tmp_path / "c" / "classifier.safetensors").read_bytes())
+        (bad / "classifier.json").write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=words):
+            FineTunedClassifier.load(bad)
+
+
+def test_save_refuses_unfitted_and_unstorable_labels(small, tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    X, y, _ = small
+    with pytest.raises(NotFittedError):
+        FineTunedClassifier().save(tmp_path / "u")
+    clf = FineTunedClassifier(hidden_layer_sizes=(4,), max_epochs=1, device="cpu")
+    clf.fit(X, np.array([f"s{v}" for v in y], dtype=object))
+    clf.classes_ = np.array([object()] * 10, dtype=object)  # labels JSON cannot hold
+    with pytest.raises(ValueError, match="cannot be saved"):
+        clf.save(tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -30,6 +30,13 @@ def test_finetune_reports_and_writes_its_results(run_dir, capsys):
         assert 1 <= results[name]["best_epoch"] <= results[name]["epochs"] <= 5
     assert 0 <= results["frozen codes"]["linear_probe_error"] < 0.5
     assert saved["n_test"] == 360
+    # the fine-tuned classifier is saved in the run, and predicts as reported
+    clf = contractive.load(saved["classifier"], device="cpu")
+    assert isinstance(clf, contractive.FineTunedClassifier)
+    assert saved["classifier"] == str(run_dir / "finetuned")
+    test = contractive.data.load_digits()
+    assert clf.error(test.X_test, test.y_test) == pytest.approx(
+        results["fine-tuned CAE"]["test_error"])
 
 
 @pytest.mark.parametrize("extra, match", [

@@ -154,5 +154,5 @@ def test_contractive_load_refuses_a_folder_holding_both(stack, tmp_path):
 
     stack.save(tmp_path / "s")
     stack.encoders_[0].save(tmp_path / "s")
-    with pytest.raises(ValueError, match="holds both a model"):
+    with pytest.raises(ValueError, match="holds more than one model .model.json, stack.json"):
         contractive.load(tmp_path / "s")

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ._version import __version__
-from .classifier import FineTunedClassifier
+from .classifier import CLASSIFIER_CONFIG, FineTunedClassifier
 from .estimator import ContractiveAutoencoder
 from .io import CONFIG_NAME as MODEL_CONFIG_NAME
 from .penalty import contractive_penalty, higher_order_penalty
@@ -24,19 +24,22 @@ from .training import NonFiniteLossError
 
 
 def load(path, device: str = "auto"
-         ) -> ContractiveAutoencoder | StackedContractiveAutoencoder:
-    """Load a folder written by ``ContractiveAutoencoder.save`` or
-    ``StackedContractiveAutoencoder.save``, whichever it holds (never unpickles)."""
+         ) -> ContractiveAutoencoder | StackedContractiveAutoencoder | FineTunedClassifier:
+    """Load a folder written by the ``save`` of a ``ContractiveAutoencoder``, a
+    ``StackedContractiveAutoencoder`` or a ``FineTunedClassifier``, whichever it holds
+    (never unpickles)."""
+    kinds = {MODEL_CONFIG_NAME: ContractiveAutoencoder, STACK_NAME: StackedContractiveAutoencoder,
+             CLASSIFIER_CONFIG: FineTunedClassifier}
     if isinstance(path, (str, os.PathLike)) and os.fspath(path):
         folder = Path(path)
-        if folder.name == STACK_NAME or (folder / STACK_NAME).is_file():
-            if folder.name != STACK_NAME and (folder / MODEL_CONFIG_NAME).is_file():
-                raise ValueError(
-                    f"{folder}: holds both a model ({MODEL_CONFIG_NAME}) and a stack "
-                    f"({STACK_NAME}); load one with ContractiveAutoencoder.load or "
-                    "StackedContractiveAutoencoder.load"
-                )
-            return StackedContractiveAutoencoder.load(path, device=device)
+        if folder.name in kinds:  # a model's own JSON file, named
+            return kinds[folder.name].load(path, device=device)
+        found = [name for name in kinds if (folder / name).is_file()]
+        if len(found) > 1:
+            raise ValueError(f"{folder}: holds more than one model ({', '.join(found)}); load "
+                             f"one with {' or '.join(kinds[n].__name__ + '.load' for n in found)}")
+        if found:
+            return kinds[found[0]].load(path, device=device)
     return ContractiveAutoencoder.load(path, device=device)
 
 

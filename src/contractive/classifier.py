@@ -12,10 +12,17 @@ Every weight (encoder layers included) is trained on the labels by cross-entropy
 validation error picks the epoch (early stopping) and drives the learning-rate schedule.
 With ``encoder=None`` the same MLP starts from random (Glorot) weights: the paper's
 "random initialisation" baseline.
+
+A fitted classifier is saved as a folder (``save`` / ``load``): ``classifier.safetensors``
+(the MLP's weights, the encoder's among them) and ``classifier.json`` (the architecture, the
+labels, the parameters and fitted attributes, with checksums), as ``contractive.io`` writes
+models.
 """
 
 from __future__ import annotations
 
+import numbers
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +37,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
 
+from . import io
 from .activations import ACTIVATIONS
 from .estimator import ContractiveAutoencoder
 from .models import glorot_init_
@@ -39,6 +47,14 @@ from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, resolve_devic
 from .validation import check_choice, check_float, check_hidden, check_int
 
 Tensor = torch.Tensor
+
+CLASSIFIER_FORMAT = "contractive.classifier"
+CLASSIFIER_FORMAT_VERSION = 1
+CLASSIFIER_WEIGHTS = "classifier.safetensors"
+CLASSIFIER_CONFIG = "classifier.json"
+#: what ``save`` records of a fit, when the fit set it
+_FITTED = ("n_features_in_", "n_epochs_", "fit_time_", "history_", "best_epoch_",
+           "best_validation_error_", "tangents_time_")
 
 
 @dataclass
@@ -517,3 +533,93 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     def error(self, X: Any, y: Any) -> float:
         """Share of misclassified rows: ``1 - score(X, y)``."""
         return 1.0 - self.score(X, y)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the fitted classifier to the folder ``path`` (safetensors + JSON); returns it.
+
+        The encoder is not saved apart: its fine-tuned weights are the MLP's hidden layers.
+        So the loaded classifier has ``encoder=None`` and ``hidden_layer_sizes`` /
+        ``activation`` set to its layers': it predicts as this one does, and ``fit`` on it
+        would train the same MLP from random weights.
+        """
+        check_is_fitted(self)
+        classes = np.asarray(self.classes_)
+        if classes.dtype.kind not in "biuU" and not (
+                classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes)) and not (
+                classes.dtype.kind == "f" and np.all(np.isfinite(classes))):
+            raise ValueError(f"labels of dtype {classes.dtype} cannot be saved: use integer, "
+                             "string or boolean labels")
+        module = self.module_
+        params = self.get_params(deep=False)
+        params.update(encoder=None, hidden_layer_sizes=[lay.out_features for lay in
+                                                         module.layers],
+                      activation=module.activation)
+        if not isinstance(params["random_state"], (numbers.Integral, type(None))):
+            params["random_state"] = None
+        fitted = {name: getattr(self, name) for name in _FITTED if hasattr(self, name)}
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
+        fields = {
+            "architecture": {
+                "sizes": [module.layers[0].in_features,
+                          *(lay.out_features for lay in module.layers)],
+                "n_classes": module.head.out_features, "activation": module.activation,
+                "dropout": module.dropout, "input_dropout": module.input_dropout,
+                "tangent_weight": module.tangent_weight,
+                "tangent_probes": module.tangent_probes,
+            },
+            "classes": {"values": classes.tolist(), "dtype": classes.dtype.str
+                        if classes.dtype.kind != "O" else "object"},
+            "initialised_from_encoder": self.encoder is not None,
+            "params": params,
+            "fitted": fitted,
+        }
+        return io.write_tensor_folder(
+            path, dict(module.state_dict()), fields, fmt=CLASSIFIER_FORMAT,
+            version=CLASSIFIER_FORMAT_VERSION, weights_name=CLASSIFIER_WEIGHTS,
+            config_name=CLASSIFIER_CONFIG)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> FineTunedClassifier:
+        """Read a classifier written by ``save`` onto ``device``; never unpickles. A missing,
+        truncated, corrupted or foreign file raises ``ValueError`` naming it."""
+        folder = io._model_dir(path)
+        if folder.name in (CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS):
+            folder = folder.parent
+        config, tensors = io.read_tensor_folder(
+            folder, fmt=CLASSIFIER_FORMAT, version=CLASSIFIER_FORMAT_VERSION,
+            weights_name=CLASSIFIER_WEIGHTS, config_name=CLASSIFIER_CONFIG)
+        try:
+            arch = config["architecture"]
+            module = ClassifierModule(
+                [int(n) for n in arch["sizes"]], int(arch["n_classes"]), arch["activation"],
+                dropout=arch["dropout"], input_dropout=arch["input_dropout"],
+                tangent_weight=arch["tangent_weight"], tangent_probes=arch["tangent_probes"])
+            io.load_state(module, tensors, "")
+            params = dict(config["params"])
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+            est = cls(**params)
+            for name, value in config["fitted"].items():
+                if name not in (*_FITTED, "feature_names_in_"):
+                    raise ValueError(f"unknown fitted attribute {name!r}")
+                setattr(est, name, value)
+            if "feature_names_in_" in config["fitted"]:
+                est.feature_names_in_ = np.asarray(est.feature_names_in_, dtype=object)
+            labels = config["classes"]
+            est.classes_ = np.asarray(labels["values"], dtype=np.dtype(labels["dtype"]))
+            if (est.classes_.ndim != 1 or len(est.classes_) != module.head.out_features
+                    or len(np.unique(est.classes_)) != len(est.classes_)):
+                raise ValueError(f"{len(est.classes_)} labels for {module.head.out_features} "
+                                 "outputs, or repeated labels")
+            if est.n_features_in_ != module.layers[0].in_features:
+                raise ValueError(f"n_features_in_={est.n_features_in_} but the first layer "
+                                 f"takes {module.layers[0].in_features}")
+            check_choice("activation", module.activation, tuple(sorted(ACTIVATIONS)))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            raise ValueError(f"{folder / CLASSIFIER_CONFIG}: not a valid contractive "
+                             f"classifier ({msg})") from None
+        est.module_ = module.to(resolve_device(device)).eval()
+        return est

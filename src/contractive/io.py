@@ -132,27 +132,27 @@ def _model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def save_module(
-    path: str | os.PathLike, module: ContractiveAutoencoderModule, metadata: dict[str, Any],
-    extra: dict[str, torch.Tensor] | None = None,
+def write_tensor_folder(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], fields: dict[str, Any], *,
+    fmt: str = FORMAT, version: int = FORMAT_VERSION, weights_name: str = WEIGHTS_NAME,
+    config_name: str = CONFIG_NAME,
 ) -> str:
-    """Write ``module`` (and ``extra`` tensors, ``metadata``) to the folder ``path``."""
+    """Write ``tensors`` (safetensors) and a JSON config (``format``, versions, ``fields``
+    and the SHA-256 of the weights and of the config itself) to the folder ``path``, each
+    file atomically, the config last; returns the folder."""
     folder = _model_dir(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: exists and is not a folder; a model is saved as a folder")
-    tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    for k, v in (extra or {}).items():
-        tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
-    blob = st_save(tensors, metadata={"format": FORMAT})
+    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                   metadata={"format": fmt})
     config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": fmt,
+        "format_version": version,
         "library_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "weights_file": WEIGHTS_NAME,
+        "weights_file": weights_name,
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
-        "module_config": module.config.to_dict(),
-        "metadata": metadata,
+        **fields,
     }
     config["config_sha256"] = _config_digest(config)
     text = json.dumps(config, indent=1, allow_nan=False, default=_jsonable)
@@ -161,32 +161,34 @@ def save_module(
     except OSError as exc:  # a file on the way, no permission, a read-only file system
         raise ValueError(f"{folder}: cannot create the model folder ({exc.strerror or exc})"
                          ) from None
-    atomic_write_bytes(folder / WEIGHTS_NAME, blob)
-    atomic_write_bytes(folder / CONFIG_NAME, text.encode())
+    atomic_write_bytes(folder / weights_name, blob)
+    atomic_write_bytes(folder / config_name, text.encode())
     return str(folder)
 
 
-def load_module(
-    path: str | os.PathLike,
-) -> tuple[ContractiveAutoencoderModule, dict[str, Any], dict[str, torch.Tensor]]:
-    """Read a folder written by ``save_module``: ``(module on CPU, metadata, extra)``."""
-    folder = _model_dir(path)
-    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+def read_tensor_folder(
+    folder: Path, *, fmt: str = FORMAT, version: int = FORMAT_VERSION,
+    weights_name: str = WEIGHTS_NAME, config_name: str = CONFIG_NAME,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a folder written by ``write_tensor_folder``: ``(config, tensors)``, every check
+    made (format, version, both checksums, finite floating-point tensors); a problem is
+    one ``ValueError`` naming the file."""
+    cfg_path, w_path = folder / config_name, folder / weights_name
     if not cfg_path.is_file():
-        raise ValueError(f"{folder}: no model here (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+        raise ValueError(f"{folder}: no model here (expected {config_name} and {weights_name})")
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
             f"{cfg_path}: not a contractive model config (invalid JSON: {exc})"
         ) from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path}: not a contractive model config (format is not {FORMAT!r})")
-    version = config.get("format_version")
-    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+    if not isinstance(config, dict) or config.get("format") != fmt:
+        raise ValueError(f"{cfg_path}: not a contractive model config (format is not {fmt!r})")
+    found = config.get("format_version")
+    if type(found) is not int or not 1 <= found <= version:
         raise ValueError(
-            f"{cfg_path}: format_version {version!r} is not supported by contractive "
-            f"{__version__} (reads up to {FORMAT_VERSION}); upgrade contractive"
+            f"{cfg_path}: format_version {found!r} is not supported by contractive "
+            f"{__version__} (reads up to {version}); upgrade contractive"
         )
     if config.get("config_sha256") != _config_digest(config):
         raise ValueError(f"{cfg_path}: checksum mismatch: the config is corrupted or was edited")
@@ -207,15 +209,42 @@ def load_module(
                              f"{str(tensor.dtype).removeprefix('torch.')})")
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{w_path}: tensor {name} holds NaN or infinite values")
+    return config, tensors
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """``module.load_state_dict(state, strict=True)`` with the shapes checked first, so a
+    mismatch names the tensor (``prefix + name``) and both shapes."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    for name, tensor in state.items():
+        if name in expected and tuple(tensor.shape) != expected[name]:
+            raise ValueError(f"tensor {prefix}{name} has shape {tuple(tensor.shape)}, the "
+                             f"config needs {expected[name]}")
+    module.load_state_dict(state, strict=True)
+
+
+def save_module(
+    path: str | os.PathLike, module: ContractiveAutoencoderModule, metadata: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
+) -> str:
+    """Write ``module`` (and ``extra`` tensors, ``metadata``) to the folder ``path``."""
+    tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
+    for k, v in (extra or {}).items():
+        tensors[f"extra.{k}"] = v
+    return write_tensor_folder(path, tensors, {"module_config": module.config.to_dict(),
+                                               "metadata": metadata})
+
+
+def load_module(
+    path: str | os.PathLike,
+) -> tuple[ContractiveAutoencoderModule, dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a folder written by ``save_module``: ``(module on CPU, metadata, extra)``."""
+    folder = _model_dir(path)
+    config, tensors = read_tensor_folder(folder)
     try:
         module = ContractiveAutoencoderModule(CAEConfig(**config["module_config"]))
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
-        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        for name, tensor in state.items():
-            if name in expected and tuple(tensor.shape) != expected[name]:
-                raise ValueError(f"tensor module.{name} has shape {tuple(tensor.shape)}, the "
-                                 f"config needs {expected[name]}")
-        module.load_state_dict(state, strict=True)
+        load_state(module, state, "module.")
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0]
         raise ValueError(f"{folder}: model config and weights do not match ({msg})") from None

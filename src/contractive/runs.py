@@ -14,6 +14,8 @@ A run folder (``contractive train DATA --out RUN_DIR``) holds:
 ``*.png``                   reconstructions and training curves
 ``analysis.json``           written by ``contractive analyze``, with ``analysis_*.png``
 ``baseline/``               the plain auto-encoder ``analyze`` compares against
+``finetune.json``           written by ``contractive finetune``, with ``finetuned/`` (the
+                            fine-tuned classifier: ``contractive.load(RUN_DIR/finetuned)``)
 ==========================  ===========================================================
 
 Every file is written atomically (``io.atomic_write_bytes``).

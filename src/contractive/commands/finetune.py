@@ -6,7 +6,8 @@ the run's training rows) and reports its error on DATA (default: the run's held-
 beside the same MLP from random weights and the linear-probe and 5-NN read-outs of the
 frozen codes. ``--tangent-weight`` adds the Manifold Tangent Classifier's term (the MLP made
 flat along the encoder's leading tangents; ``contractive.tangentprop``). Writes
-``finetune.json`` into RUN_DIR.
+``finetune.json`` and the fine-tuned classifier (``finetuned/``, a
+``FineTunedClassifier.save`` folder: ``contractive.load`` reads it) into RUN_DIR.
 
 A stack (the paper's CAE-2): train a second run on the first run's codes (``contractive
 encode RUN_DIR DATA --split train -o codes.npy``, then ``contractive train codes.npy``) and
@@ -24,6 +25,8 @@ from ..readouts import readout_errors
 from ..runs import write_json
 from ..stacking import StackedContractiveAutoencoder
 from ._common import add_run_and_data, model_and_rows, run_model
+
+FINETUNED = "finetuned"  # the fine-tuned classifier's folder in RUN_DIR
 
 EXAMPLE = """examples:
   contractive finetune runs/digits
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     frozen = readout_errors(encoder.transform(train.X), train.y, encoder.transform(rows.X),
                             rows.y)
     result["results"]["frozen codes"] = frozen
+    result["classifier"] = models["fine-tuned CAE"].save(Path(args.run_dir) / FINETUNED)
     write_json(Path(args.run_dir) / "finetune.json", result)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -135,5 +139,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  {name:30} test error {r['test_error']:.2%} (validation "
                   f"{r['validation_error']:.2%}, best epoch {r['best_epoch']} of {r['epochs']})")
-    print(f"wrote {Path(args.run_dir) / 'finetune.json'}")
+    print(f"wrote {Path(args.run_dir) / 'finetune.json'} and the classifier "
+          f"{result['classifier']}")
     return 0
