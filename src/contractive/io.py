@@ -132,6 +132,26 @@ def _model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def format_header(fmt: str, version: int) -> dict[str, Any]:
+    """The first entries of every JSON file a model folder holds: what it is, in which
+    version of its format, written by which version of contractive, when."""
+    return {"format": fmt, "format_version": version, "library_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def check_format(config: Any, path: Path, fmt: str, version: int, what: str) -> None:
+    """Refuse (``ValueError`` naming ``path``) a JSON file that is not ``fmt`` up to
+    ``version`` (see ``format_header``)."""
+    if not isinstance(config, dict) or config.get("format") != fmt:
+        raise ValueError(f"{path}: not a {what} (format is not {fmt!r})")
+    found = config.get("format_version")
+    if type(found) is not int or not 1 <= found <= version:
+        raise ValueError(
+            f"{path}: format_version {found!r} is not supported by contractive "
+            f"{__version__} (reads up to {version}); upgrade contractive"
+        )
+
+
 def write_tensor_folder(
     path: str | os.PathLike, tensors: dict[str, torch.Tensor], fields: dict[str, Any], *,
     fmt: str = FORMAT, version: int = FORMAT_VERSION, weights_name: str = WEIGHTS_NAME,
@@ -146,10 +166,7 @@ def write_tensor_folder(
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                    metadata={"format": fmt})
     config = {
-        "format": fmt,
-        "format_version": version,
-        "library_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **format_header(fmt, version),
         "weights_file": weights_name,
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         **fields,
@@ -182,14 +199,7 @@ def read_tensor_folder(
         raise ValueError(
             f"{cfg_path}: not a contractive model config (invalid JSON: {exc})"
         ) from None
-    if not isinstance(config, dict) or config.get("format") != fmt:
-        raise ValueError(f"{cfg_path}: not a contractive model config (format is not {fmt!r})")
-    found = config.get("format_version")
-    if type(found) is not int or not 1 <= found <= version:
-        raise ValueError(
-            f"{cfg_path}: format_version {found!r} is not supported by contractive "
-            f"{__version__} (reads up to {version}); upgrade contractive"
-        )
+    check_format(config, cfg_path, fmt, version, "contractive model config")
     if config.get("config_sha256") != _config_digest(config):
         raise ValueError(f"{cfg_path}: checksum mismatch: the config is corrupted or was edited")
     if not w_path.is_file():

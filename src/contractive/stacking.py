@@ -19,7 +19,6 @@ import json
 import numbers
 import os
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import io
-from ._version import __version__
 from .estimator import ContractiveAutoencoder
 
 STACK_NAME = "stack.json"
@@ -171,14 +169,8 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             enc.save(folder / name)
             digest = json.loads((folder / name / io.CONFIG_NAME).read_text())["config_sha256"]
             layers.append({"folder": name, "config_sha256": digest})
-        meta = {
-            "format": STACK_FORMAT,
-            "format_version": STACK_FORMAT_VERSION,
-            "library_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "layers": layers,
-            "params": params,
-        }
+        meta = {**io.format_header(STACK_FORMAT, STACK_FORMAT_VERSION), "layers": layers,
+                "params": params}
         text = json.dumps(meta, indent=1, allow_nan=False, default=io._jsonable)
         io.atomic_write_bytes(folder / STACK_NAME, (text + "\n").encode())
         return str(folder)
@@ -199,14 +191,8 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{meta_path}: unreadable stack file ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != STACK_FORMAT:
-            raise ValueError(f"{meta_path}: not a contractive stack (format is not "
-                             f"{STACK_FORMAT!r})")
-        version = meta.get("format_version")
-        if type(version) is not int or not 1 <= version <= STACK_FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: format_version {version!r} is not supported by "
-                             f"contractive {__version__} (reads up to "
-                             f"{STACK_FORMAT_VERSION}); upgrade contractive")
+        io.check_format(meta, meta_path, STACK_FORMAT, STACK_FORMAT_VERSION,
+                        "contractive stack")
         try:
             entries = meta["layers"]
             if not isinstance(entries, list) or not entries:
