@@ -369,3 +369,33 @@ def test_save_refuses_unfitted_and_unstorable_labels(small, tmp_path):
     with pytest.raises(ValueError, match="cannot be saved"):
         clf.save(tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_data_far_from_zero_keeps_the_encoders_codes():
+    """The encoder's offset is subtracted in float64: for x near 1e6 (float32 spacing 0.06)
+    the MLP's first layer still gives the encoder's codes, and the fit sees the same
+    inputs as for the data moved to 0."""
+    rng = np.random.default_rng(0)
+    X0 = rng.random((200, 4)) * 0.1
+    y = (X0[:, 0] > 0.05).astype(int)
+    outs = []
+    for shift in (0.0, 1e6):
+        X = X0 + shift
+        cae = _cae(n_components=3, scaling="standard", max_epochs=5).fit(X)
+        clf = FineTunedClassifier(cae, learning_rate=1e-12, max_epochs=1, device="cpu",
+                                  random_state=0).fit(X, y)
+        h = (clf._shifted(X) - clf.module_.input_offset) / clf.module_.input_scale
+        h = torch.sigmoid(clf.module_.layers[0](h)).detach().double().numpy()
+        np.testing.assert_allclose(h, cae.transform(X), atol=1e-5)
+        outs.append(clf.predict_proba(X))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
+
+
+def test_reversed_and_read_only_arrays_are_taken(small):
+    X, y, cae = small
+    clf = FineTunedClassifier(cae, max_epochs=1, device="cpu", random_state=0)
+    clf.fit(X[::-1], y[::-1])
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(clf.predict(X[::-1]), clf.predict(X)[::-1])
+    np.testing.assert_array_equal(clf.predict(frozen), clf.predict(X))

@@ -163,13 +163,15 @@ class ClassifierModule(nn.Module):
         self.register_buffer("input_scale", torch.ones(sizes[0]))
         glorot_init_(self, seed)
 
-    def load_encoder(self, layers: EncoderLayers) -> None:
-        """Copy an encoder's weights, biases and input scaling into the hidden layers."""
+    def load_encoder(self, layers: EncoderLayers, *, offset: bool = True) -> None:
+        """Copy an encoder's weights, biases and input scaling into the hidden layers
+        (``offset=False``: all but the offset, which the caller subtracts from ``x``)."""
         with torch.no_grad():
             for layer, W, b in zip(self.layers, layers.weights, layers.biases, strict=True):
                 layer.weight.copy_(torch.as_tensor(W))
                 layer.bias.copy_(torch.as_tensor(b))
-            self.input_offset.copy_(torch.as_tensor(layers.offset))
+            self.input_offset.copy_(torch.as_tensor(layers.offset if offset else
+                                                    np.zeros_like(layers.offset)))
             self.input_scale.copy_(torch.as_tensor(layers.scale))
 
     @property
@@ -419,7 +421,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def _tangents(self, layers: EncoderLayers, x: Tensor, device: torch.device, seed: int
                   ) -> Tensor:
-        """The encoder's leading ``n_tangents`` tangents at each row of ``x``, ``(n, m, d)``."""
+        """The encoder's leading ``n_tangents`` tangents at each row of ``x`` (rows shifted by
+        ``input_offset_`` already), ``(n, m, d)``."""
         start = time.perf_counter()
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         # a stream of its own, apart from the trainer's (seed + 1 + epoch on resuming)
@@ -427,7 +430,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         gen = torch.Generator(device=device).manual_seed(own)
         tangents = leading_tangents(
             [as_t(W) for W in layers.weights], [as_t(b) for b in layers.biases],
-            layers.activation, as_t(layers.offset), as_t(layers.scale), x,
+            layers.activation, as_t(np.zeros_like(layers.offset)), as_t(layers.scale), x,
             self.n_tangents, generator=gen)
         self.tangents_time_ = time.perf_counter() - start
         return tangents
@@ -443,7 +446,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         sizes, activation, layers = self._layers(X.shape[1])
         rng = self._rng()
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        x = torch.tensor(X, dtype=torch.float32)
+        # the encoder's offset is subtracted here, in float64: in float32 it would swallow
+        # the digits of data far from 0 (x near 1e6 keeps 0.06 of resolution)
+        self.input_offset_ = (np.zeros(X.shape[1]) if layers is None
+                              else np.asarray(layers.offset, dtype=np.float64))
+        x = self._shifted(X)
         t = torch.tensor(codes, dtype=torch.int64)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
@@ -465,7 +472,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             if len(unknown):
                 raise ValueError(f"y_val has labels not in y: {unknown[:5].tolist()}")
             train = (x, t)
-            val = (torch.tensor(X_val, dtype=torch.float32),
+            val = (self._shifted(X_val),
                    torch.as_tensor(np.searchsorted(self.classes_, y_val), dtype=torch.int64))
         else:
             frac = check_float("validation_fraction", self.validation_fraction, 0, 1)
@@ -482,7 +489,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.module_ = ClassifierModule(sizes, len(self.classes_), activation, seed=seed,
                                         **rates, **tangent)
         if layers is not None:
-            self.module_.load_encoder(layers)
+            self.module_.load_encoder(layers, offset=False)
         self.__dict__.pop("tangents_time_", None)  # from an earlier fit with tangents
         if tangent["tangent_weight"] > 0:
             train = (*train, self._tangents(layers, train[0], device, seed))
@@ -501,6 +508,14 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             self.best_validation_error_ = float(min(errors))
         return self
 
+    def _shifted(self, X: np.ndarray) -> Tensor:
+        """``x - input_offset_``, computed in float64, as the float32 rows the MLP takes
+        (a new, contiguous array: any strides of ``X`` will do)."""
+        offset = getattr(self, "input_offset_", None)  # None: pickled by an older version,
+        # whose module holds the offset
+        shifted = np.asarray(X, dtype=np.float64) - (0.0 if offset is None else offset)
+        return torch.from_numpy(shifted.astype(np.float32))
+
     def _rng(self) -> np.random.RandomState:
         try:
             return check_random_state(self.random_state)
@@ -513,7 +528,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
         dev = next(self.module_.parameters()).device
-        x = torch.tensor(X, dtype=torch.float32)
+        x = self._shifted(X)
         parts = [self.module_.logits(x[i : i + 8192].to(dev)).cpu()
                  for i in range(0, max(len(x), 1), 8192)]
         return torch.cat(parts).double().numpy()
@@ -535,6 +550,16 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return 1.0 - self.score(X, y)
 
     # -- persistence ----------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        module = state.get("module_")
+        if module is not None and next(module.parameters()).device.type != "cpu":
+            arch = _architecture(module)  # a copy on the CPU: the pickle loads without a GPU
+            cpu = ClassifierModule(arch.pop("sizes"), arch.pop("n_classes"), **arch)
+            cpu.load_state_dict({k: v.cpu() for k, v in module.state_dict().items()})
+            state["module_"] = cpu.eval()
+        return state
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the fitted classifier to the folder ``path`` (safetensors + JSON); returns it.
@@ -562,22 +587,17 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         if hasattr(self, "feature_names_in_"):
             fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
         fields = {
-            "architecture": {
-                "sizes": [module.layers[0].in_features,
-                          *(lay.out_features for lay in module.layers)],
-                "n_classes": module.head.out_features, "activation": module.activation,
-                "dropout": module.dropout, "input_dropout": module.input_dropout,
-                "tangent_weight": module.tangent_weight,
-                "tangent_probes": module.tangent_probes,
-            },
+            "architecture": _architecture(module),
             "classes": {"values": classes.tolist(), "dtype": classes.dtype.str
                         if classes.dtype.kind != "O" else "object"},
             "initialised_from_encoder": self.encoder is not None,
             "params": params,
             "fitted": fitted,
         }
+        tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
+        tensors["extra.input_offset"] = torch.as_tensor(self.input_offset_, dtype=torch.float64)
         return io.write_tensor_folder(
-            path, dict(module.state_dict()), fields, fmt=CLASSIFIER_FORMAT,
+            path, tensors, fields, fmt=CLASSIFIER_FORMAT,
             version=CLASSIFIER_FORMAT_VERSION, weights_name=CLASSIFIER_WEIGHTS,
             config_name=CLASSIFIER_CONFIG)
 
@@ -594,10 +614,13 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         try:
             arch = config["architecture"]
             module = ClassifierModule(
-                [int(n) for n in arch["sizes"]], int(arch["n_classes"]), arch["activation"],
-                dropout=arch["dropout"], input_dropout=arch["input_dropout"],
-                tangent_weight=arch["tangent_weight"], tangent_probes=arch["tangent_probes"])
-            io.load_state(module, tensors, "")
+                [int(n) for n in arch["sizes"]], int(arch["n_classes"]),
+                **{k: v for k, v in arch.items() if k not in ("sizes", "n_classes")})
+            io.load_state(module, {k[len("module."):]: v for k, v in tensors.items()
+                                   if k.startswith("module.")}, "module.")
+            offset = tensors["extra.input_offset"].double().numpy()
+            if offset.shape != (module.layers[0].in_features,):
+                raise ValueError(f"extra.input_offset has shape {offset.shape}")
             params = dict(config["params"])
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
             est = cls(**params)
@@ -617,9 +640,18 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"n_features_in_={est.n_features_in_} but the first layer "
                                  f"takes {module.layers[0].in_features}")
             check_choice("activation", module.activation, tuple(sorted(ACTIVATIONS)))
+            est.input_offset_ = offset
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
             raise ValueError(f"{folder / CLASSIFIER_CONFIG}: not a valid contractive "
                              f"classifier ({msg})") from None
         est.module_ = module.to(resolve_device(device)).eval()
         return est
+
+
+def _architecture(module: ClassifierModule) -> dict[str, Any]:
+    """What rebuilds ``module``: ``ClassifierModule(sizes, n_classes, **the rest)``."""
+    return {"sizes": [module.layers[0].in_features, *(lay.out_features for lay in module.layers)],
+            "n_classes": module.head.out_features, "activation": module.activation,
+            "dropout": module.dropout, "input_dropout": module.input_dropout,
+            "tangent_weight": module.tangent_weight, "tangent_probes": module.tangent_probes}
