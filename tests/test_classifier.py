@@ -399,3 +399,16 @@ def test_reversed_and_read_only_arrays_are_taken(small):
     frozen.flags.writeable = False
     np.testing.assert_array_equal(clf.predict(X[::-1]), clf.predict(X)[::-1])
     np.testing.assert_array_equal(clf.predict(frozen), clf.predict(X))
+
+
+def test_columns_other_than_the_encoders_are_refused(small):
+    pd = pytest.importorskip("pandas")
+    X, y, _ = small
+    frame = pd.DataFrame(X, columns=[f"p{i}" for i in range(64)])
+    cae = _cae(n_components=4, max_epochs=1).fit(frame)
+    swapped = frame[["p1", "p0", *frame.columns[2:]]]
+    with pytest.raises(ValueError, match="X's column 1 is 'p1' where the encoder was fitted on "
+                                         "'p0'"):
+        FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(swapped, y)
+    FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(frame, y)  # the same columns
+    FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(X, y)      # no names to check

@@ -943,6 +943,34 @@ def test_encode_and_reconstruct_take_a_saved_model_or_stack(tmp_path, capsys, wo
     assert sorted(os.listdir(work)) == ["o.npy"]
 
 
+def test_columns_in_another_order_are_refused(tmp_path, capsys, work):
+    """Columns are taken by position: a file whose header orders or names them otherwise
+    than the training file's (a run's) or the DataFrame's (a saved model's) is refused."""
+    pd = pytest.importorskip("pandas")
+    from contractive import ContractiveAutoencoder
+
+    rows = np.random.default_rng(0).random((40, 4))
+    data, swapped = tmp_path / "rows.csv", tmp_path / "swapped.csv"
+    np.savetxt(data, rows, delimiter=",", header="a,b,c,d", comments="")
+    np.savetxt(swapped, rows[:, [1, 0, 2, 3]], delimiter=",", header="b,a,c,d", comments="")
+    run = tmp_path / "r"
+    assert run_cli(["train", str(data), "--out", str(run), *FAST], capsys)[0] == 0
+    frame = pd.DataFrame(rows, columns=list("abcd"))
+    saved = ContractiveAutoencoder(n_components=2, max_epochs=1, device="cpu").fit(frame)
+    saved = saved.save(tmp_path / "m")
+    for folder in (str(run), saved):
+        for argv in (["encode", folder, str(swapped), "-o", "c.npy"],
+                     ["reconstruct", folder, str(swapped), "-o", "c.npy"],
+                     *([["evaluate", folder, str(swapped)]] if folder == str(run) else [])):
+            code, stdout, err = run_cli(argv, capsys)
+            assert code == 2 and stdout == "", argv
+            assert_one_line_error(err)
+            assert "column 1 is 'b' where the model" in err and "'a'" in err
+        code, _, err = run_cli(["encode", folder, str(data), "-o", "c.npy"], capsys)
+        assert code == 0 and err == ""  # the training columns: no warning either
+    assert os.listdir(work) == ["c.npy"]
+
+
 @pytest.mark.parametrize("command", ["encode", "reconstruct"])
 @pytest.mark.parametrize("output", ["codes.txt", "codes", "codes.npz", "no/such/dir/c.npy"])
 def test_encode_bad_output(csv_run, capsys, work, command, output):

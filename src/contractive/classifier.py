@@ -363,6 +363,12 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         d = layers.weights[0].shape[1]
         if d != n_features:
             raise ValueError(f"X has {n_features} features but the encoder was fitted on {d}")
+        trained = getattr(_encoder_parts(self.encoder)[0], "feature_names_in_", None)
+        names = getattr(self, "feature_names_in_", None)  # set by fit from a DataFrame
+        if trained is not None and names is not None and list(trained) != list(names):
+            i = next(i for i, (a, b) in enumerate(zip(names, trained)) if a != b)
+            raise ValueError(f"X's column {i + 1} is {names[i]!r} where the encoder was fitted "
+                             f"on {trained[i]!r}: give X the encoder's columns, in its order")
         sizes = [d, *(W.shape[0] for W in layers.weights)]
         return sizes, layers.activation, layers
 

@@ -209,6 +209,10 @@ def _config_problem(config: dict) -> str | None:
             return "data.test_fraction must be a number"
         if not isinstance(src.get("sha256"), (str, type(None))):
             return "data.sha256 must be a string or null"
+        names = src.get("feature_names")
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(n, str) for n in names)):
+            return "data.feature_names must be a list of names or null"
         for key in ("size", "mtime_ns"):
             if isinstance(src.get(key), bool) or not isinstance(src.get(key), (int, type(None))):
                 return f"data.{key} must be an integer or null"

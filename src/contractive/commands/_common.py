@@ -143,6 +143,8 @@ def model_and_rows(args, *, with_training_data: bool = True, model_folder: bool 
         rows = eval_rows(args.run_dir, {}, args.data, data_dir=args.data_dir,
                          label_column=args.label_column, split=args.split)
         check_features(rows.X, est, rows.described, args.run_dir)
+        names = getattr(est, "feature_names_in_", None)  # a model fitted on a DataFrame
+        check_columns(rows, None if names is None else list(names), args.run_dir)
         return est, rows
     rows = eval_rows(
         args.run_dir, config, args.data, data_dir=args.data_dir,
@@ -157,6 +159,7 @@ def model_and_rows(args, *, with_training_data: bool = True, model_folder: bool 
             f"--label-column {trained_with}: pass it here too"
         )
     check_features(rows.X, est, rows.described, args.run_dir)
+    check_columns(rows, config["data"].get("feature_names"), args.run_dir)
     if rows.train is None and with_training_data:
         rows.train = training_data(args.run_dir, config, args.data_dir)
     return est, rows
@@ -168,3 +171,22 @@ def check_features(X: np.ndarray, est: ContractiveAutoencoder, spec: str, run_di
             f"{spec}: has {X.shape[1]} features, but the model in {run_dir} expects "
             f"{est.n_features_in_}"
         )
+
+
+def check_columns(rows: Rows, trained: list[str] | None, run_dir: str) -> None:
+    """Refuse a file whose header names the columns otherwise than the file the model was
+    trained on: columns are taken by position, so a reordered file would be encoded
+    wrongly without a word. (Either side without names: nothing to compare.)"""
+    if trained is None or rows.feature_names is None:
+        return
+    got = [str(n) for n in rows.feature_names]
+    if got == list(trained) or len(got) != len(trained):
+        return
+    i = next(i for i, (a, b) in enumerate(zip(got, trained)) if a != b)
+    where = ("the same names in another order" if sorted(got) == sorted(trained)
+             else "other names")
+    raise ValueError(
+        f"{rows.described}: column {i + 1} is {got[i]!r} where the model in {run_dir} was "
+        f"trained on {trained[i]!r} ({where}); columns are taken by position: give them in "
+        "the training file's order and names"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 from ..files import write_array
@@ -75,12 +76,15 @@ def run(args: argparse.Namespace) -> int:
     _check_output(args.output, args.run_dir, args.data)
     est, rows = model_and_rows(args, with_training_data=False, model_folder=True)
     X, described = rows.X, rows.described
-    if args.what == "encode":
-        out, header = est.transform(X), list(est.get_feature_names_out())
-    else:
-        out = (est.reconstruct(X) if hasattr(est, "reconstruct")  # a stack: through each
-               else est.inverse_transform(est.transform(X)))
-        header = rows.feature_names or [f"x{i}" for i in range(X.shape[1])]
+    with warnings.catch_warnings():  # a model fitted on a DataFrame warns about a plain
+        warnings.filterwarnings(  # array; its columns were checked by name already
+            "ignore", message="X does not have valid feature names")
+        if args.what == "encode":
+            out, header = est.transform(X), list(est.get_feature_names_out())
+        else:
+            out = (est.reconstruct(X) if hasattr(est, "reconstruct")  # a stack: through each
+                   else est.inverse_transform(est.transform(X)))
+            header = rows.feature_names or [f"x{i}" for i in range(X.shape[1])]
     write_array(args.output, out, header=header)
     print(f"wrote {args.output}: {out.shape[0]} rows x {out.shape[1]} columns ({described})")
     return 0

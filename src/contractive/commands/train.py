@@ -407,6 +407,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--overwrite would delete DATA {settings['data']}, which lies "
                              f"inside --out {out}; move it out first")
         source.update(file_fingerprint(source["path"]))
+        if data.feature_names is not None:  # commands on other files check their columns
+            source["feature_names"] = [str(n) for n in data.feature_names]
 
     created = missing_folders(out)
     _prepare_folder(out, args.overwrite, args.resume)
