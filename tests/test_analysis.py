@@ -252,6 +252,18 @@ def test_pairwise_distances_saturation_and_summary():
         "mean_jacobian_frobenius_sq": 3.0, "mean_squared_jacobian_entry": 0.5}
 
 
+@pytest.mark.parametrize("scaling, shift", [("none", 0.0), ("standard", 1000.0)])
+def test_contraction_ratio_at_tiny_radii_tends_to_its_limit(rng, scaling, shift):
+    """The difference quotient is taken in float64: down to radii far below float32's
+    resolution of the input (6e-8 of 1, 6e-5 of 1000) it approaches the r = 0 limit."""
+    X = rng.random((40, 6)) + shift
+    cae = ContractiveAutoencoder(n_components=3, hidden_layer_sizes=(5,), scaling=scaling,
+                                 max_epochs=2, random_state=0, device="cpu").fit(X)
+    radii = [0.0, 1e-4, 1e-6, 1e-8, 1e-10]
+    curve = cae.contraction_curve(X[:10], radii, n_directions=3)
+    np.testing.assert_allclose(curve[1:], curve[0], rtol=1e-3)
+
+
 def test_estimator_methods_agree_with_the_analysis_functions(rng):
     X = rng.random((60, 6))
     cae = ContractiveAutoencoder(n_components=3, hidden_layer_sizes=(5,), max_epochs=3,

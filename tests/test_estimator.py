@@ -272,3 +272,18 @@ def test_score_on_a_dataframe_does_not_warn(X):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cae.score(df)
+
+
+def test_inverse_transform_takes_reversed_and_read_only_codes():
+    X = np.random.default_rng(0).random((20, 5))
+    cae = ContractiveAutoencoder(n_components=3, max_epochs=1, device="cpu").fit(X)
+    H = cae.transform(X).astype(np.float32)
+    frozen = H.copy()
+    frozen.flags.writeable = False
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "not writable" warning included
+        np.testing.assert_array_equal(cae.inverse_transform(H[::-1]),
+                                      cae.inverse_transform(H)[::-1])
+        np.testing.assert_array_equal(cae.inverse_transform(frozen), cae.inverse_transform(H))

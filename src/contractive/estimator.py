@@ -8,6 +8,7 @@ The estimator speaks scikit-learn (``n_components``, ``max_epochs``, ``random_st
 
 from __future__ import annotations
 
+import copy
 import numbers
 import os
 import time
@@ -393,7 +394,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 f"n_components={k} features"
             )
         check_float32_range(H, "X (codes)")
-        out = self._map(torch.as_tensor(H, dtype=torch.float32), self.module_.decode)
+        codes = torch.from_numpy(np.array(H, dtype=np.float32))  # a copy: any strides, and
+        out = self._map(codes, self.module_.decode)  # read-only arrays (pandas) are taken
         return (out * self.scale_factor_ + self.scale_offset_).astype(self._out_dtype(H))
 
     def reconstruct(self, X: Any) -> np.ndarray:
@@ -471,13 +473,20 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """Mean contraction ratio ``||f(x + r u) - f(x)|| / r`` (``u`` uniform on the unit
         sphere, in input units) at each radius; at ``r = 0``, its limit ``E ||J u||``."""
         X = self._check_X(X)
+        module64 = copy.deepcopy(self.module_).double()
+
+        def encode64(Z: np.ndarray) -> np.ndarray:
+            """f in float64, so that ``f(x + r u) - f(x)`` resolves small radii (in float32
+            the input's rounding, about 6e-8 of its scale, swamps ``r u`` below 1e-4 or
+            so). ``_to_tensor`` still refuses inputs beyond float32's range."""
+            scaled = (Z.astype(np.float64) - self.scale_offset_) / self.scale_factor_
+            check_float32_range(scaled, "X" if self.scaling == "none" else "X, scaled,")
+            return self._map(torch.from_numpy(scaled), module64.encode)
+
         return analysis.contraction_curve(
-            self._transform_checked, self.jacobian, X, radii, n_directions=n_directions,
+            encode64, self.jacobian, X, radii, n_directions=n_directions,
             random_state=random_state,
         )
-
-    def _transform_checked(self, X: np.ndarray) -> np.ndarray:
-        return self._map(self._to_tensor(X), self.module_.encode)
 
     # -- persistence ----------------------------------------------------------------------
 
