@@ -156,3 +156,63 @@ def test_contractive_load_refuses_a_folder_holding_both(stack, tmp_path):
     stack.encoders_[0].save(tmp_path / "s")
     with pytest.raises(ValueError, match="holds more than one model .model.json, stack.json"):
         contractive.load(tmp_path / "s")
+
+
+def test_score_and_grid_search_without_a_scoring(X):
+    from sklearn.model_selection import GridSearchCV
+
+    stack = StackedContractiveAutoencoder((8, 4), base=_base(), random_state=0).fit(X)
+    rec = stack.inverse_transform(stack.transform(X))
+    assert stack.score(X) == pytest.approx(-np.mean((rec - X) ** 2))
+    search = GridSearchCV(StackedContractiveAutoencoder((8, 4), base=_base()),
+                          {"layer_sizes": [(8, 4), (6, 3)]}, cv=2).fit(X[:200])
+    assert search.best_params_["layer_sizes"] in [(8, 4), (6, 3)]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"layer_sizes": np.array([3, 2])}, None),
+    ({"random_state": "x"}, "random_state='x' must be None, an integer"),
+    ({"layer_params": [{"n_component": 3}, {}]}, r"layer_params\[0\]: Invalid parameter"),
+    ({"layer_sizes": "12"}, "layer_sizes"),
+])
+def test_parameters_are_checked_with_clear_messages(X, kw, match):
+    stack = StackedContractiveAutoencoder(**{"layer_sizes": (4, 2), "base": _base(), **kw})
+    if match is None:
+        assert stack.fit(X[:50]).transform(X[:3]).shape == (3, 2)
+    else:
+        with pytest.raises(ValueError, match=match):
+            stack.fit(X[:50])
+
+
+def test_save_to_a_path_naming_stack_json_loads_back(stack, X, tmp_path):
+    import contractive
+
+    stack.save(tmp_path / "d" / "stack.json")
+    assert (tmp_path / "d" / "stack.json").is_file()
+    np.testing.assert_array_equal(
+        contractive.load(tmp_path / "d" / "stack.json").transform(X[:5]), stack.transform(X[:5]))
+
+
+def test_load_checks_the_stored_parameters(stack, tmp_path):
+    import json
+
+    stack.save(tmp_path / "s")
+    path = tmp_path / "s" / "stack.json"
+    meta = json.loads(path.read_text())
+    for key, value, words in (("random_state", "abc", "random_state='abc'"),
+                              ("layer_params", {"a": 1}, "layer_params must be a list"),
+                              ("layer_params", [{"bogus": 1}, {}], "Invalid parameter")):
+        edited = {**meta, "params": {**meta["params"], key: value}}
+        path.write_text(json.dumps(edited))
+        with pytest.raises(ValueError, match=words):
+            StackedContractiveAutoencoder.load(tmp_path / "s")
+
+
+def test_a_random_state_object_is_stored_as_none_everywhere(X, tmp_path):
+    rs = np.random.RandomState(0)
+    stack = StackedContractiveAutoencoder(
+        (4, 2), base=_base(random_state=rs), layer_params=[{"random_state": rs}, {}],
+        random_state=rs).fit(X[:50])
+    loaded = StackedContractiveAutoencoder.load(stack.save(tmp_path / "s"))
+    assert loaded.random_state is None and loaded.base.random_state is None
+    assert loaded.layer_params == [{"random_state": None}, {}]

@@ -63,7 +63,9 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
 
     def _layers(self) -> list[ContractiveAutoencoder]:
         sizes = self.layer_sizes
-        if isinstance(sizes, numbers.Integral) or not sizes or any(
+        if isinstance(sizes, np.ndarray) and sizes.ndim == 1:
+            sizes = tuple(sizes.tolist())
+        if isinstance(sizes, (numbers.Integral, str, bytes, dict)) or not sizes or any(
             isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes
         ):
             raise ValueError(f"layer_sizes={sizes!r} must be a non-empty tuple of integers >= 1")
@@ -78,10 +80,17 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
         base = ContractiveAutoencoder() if self.base is None else self.base
         if not isinstance(base, ContractiveAutoencoder):
             raise TypeError(f"base must be a ContractiveAutoencoder, not {type(base).__name__}")
-        rng = check_random_state(self.random_state)
+        try:
+            rng = check_random_state(self.random_state)
+        except ValueError:
+            raise ValueError(f"random_state={self.random_state!r} must be None, an integer or a "
+                             "numpy RandomState") from None
         layers = []
-        for size, extra in zip(sizes, params):
-            layer = clone(base).set_params(**extra)
+        for i, (size, extra) in enumerate(zip(sizes, params), 1):
+            try:
+                layer = clone(base).set_params(**extra)
+            except ValueError as exc:  # a name the CAE does not have
+                raise ValueError(f"layer_params[{i - 1}]: {exc}") from None
             layer.set_params(n_components=int(size),
                              random_state=int(rng.randint(np.iinfo(np.int32).max)))
             layers.append(layer)
@@ -142,6 +151,14 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             X = layer.inverse_transform(X)
         return X
 
+    def score(self, X: Any, y: Any = None) -> float:
+        """Negative mean squared error of ``X`` reconstructed through the whole stack (in the
+        units of ``X``; higher is better, as scikit-learn's model selection expects)."""
+        check_is_fitted(self)
+        X = self.encoders_[0]._check_X(X)
+        rec = self.inverse_transform(self.transform(X)).astype(np.float64)
+        return -float(np.mean((rec - X) ** 2))
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
         return self.encoders_[-1].get_feature_names_out()
@@ -153,12 +170,15 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
         it. Layer folders of an earlier, deeper stack saved there are left but not listed."""
         check_is_fitted(self)
         folder = io._model_dir(path)
+        if folder.name == STACK_NAME:  # the stack's own file named: its folder, as in load
+            folder = folder.parent
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder}: exists and is not a folder; a stack is saved as a "
                              "folder")
         params = {
             "layer_sizes": [int(s) for s in self.layer_sizes],
-            "layer_params": self.layer_params,
+            "layer_params": None if self.layer_params is None else [
+                _storable(p) for p in self.layer_params],
             "random_state": _storable({"random_state": self.random_state})["random_state"],
             "base": None if self.base is None else _storable(self.base.get_params()),
         }
@@ -217,14 +237,17 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             params = meta["params"]
             stack.set_params(
                 layer_sizes=tuple(params["layer_sizes"]),
-                layer_params=None if params["layer_params"] is None else [
-                    _tuples(p) for p in params["layer_params"]],
+                layer_params=[_tuples(p) for p in params["layer_params"]]
+                if isinstance(params["layer_params"], list)
+                and all(isinstance(p, dict) for p in params["layer_params"])
+                else params["layer_params"],  # (None, or wrong: _layers says so below)
                 random_state=params["random_state"],
                 base=None if params["base"] is None else ContractiveAutoencoder(
                     **_tuples(params["base"])),
             )
             if stack.layer_sizes != tuple(int(e.n_components) for e in encoders):
                 raise ValueError("its layer_sizes do not match the layers' code sizes")
+            stack._layers()  # the parameters, checked as fit checks them
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{meta_path}: not a valid contractive stack ({exc!r})") from None
         except ValueError as exc:
