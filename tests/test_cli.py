@@ -934,12 +934,20 @@ def test_encode_and_reconstruct_take_a_saved_model_or_stack(tmp_path, capsys, wo
             np.testing.assert_allclose(np.load(work / "o.npy"), expected, rtol=1e-5, atol=1e-6)
         code, _, err = run_cli(["encode", folder, str(data), "-o", f"{folder}/c.npy"], capsys)
         assert code == 2 and "inside the model folder" in err
+        own = f"{folder}/{'model' if model is cae else 'stack'}.json"  # as contractive.load
+        code, _, err = run_cli(["encode", own, str(data), "-o", f"{folder}/c.npy"], capsys)
+        assert code == 2 and "inside the model folder" in err
+        assert run_cli(["encode", own, str(data), "-o", "o.npy"], capsys)[0] == 0
         for argv in (["evaluate", folder, str(data)], ["analyze", folder, str(data)],
                      ["finetune", folder, str(data)]):
             code, stdout, err = run_cli(argv, capsys)
             assert code == 2 and stdout == "", argv
             assert_one_line_error(err)
             assert "a model saved by save(), not a run folder" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["encode", str(tmp_path / "empty"), str(data), "-o", "e.npy"],
+                           capsys)
+    assert code == 2 and "neither a run folder (no config.json) nor a model folder" in err
     assert sorted(os.listdir(work)) == ["o.npy"]
 
 

@@ -41,8 +41,11 @@ def add_data_options(p, *, split: bool = True) -> None:
 
 def is_model_folder(folder: str) -> bool:
     """A folder written by ``ContractiveAutoencoder.save`` or
-    ``StackedContractiveAutoencoder.save``, not a run folder (no ``config.json``)."""
+    ``StackedContractiveAutoencoder.save``, not a run folder (no ``config.json``); or the
+    path of its ``model.json`` / ``stack.json``, as ``contractive.load`` takes it."""
     path = Path(folder)
+    if path.name in (MODEL_CONFIG_NAME, STACK_NAME) and path.is_file():
+        path = path.parent
     return (path.is_dir() and not (path / CONFIG_NAME).exists()
             and ((path / MODEL_CONFIG_NAME).is_file() or (path / STACK_NAME).is_file()))
 
@@ -62,6 +65,10 @@ def run_model(run_dir: str, device: str, *, model_folder: str | None = None
         from .. import load
 
         return load(run_dir, device=device), None
+    if model_folder is not None and Path(run_dir).is_dir() and not (
+            Path(run_dir) / CONFIG_NAME).exists():
+        raise ValueError(f"{run_dir}: neither a run folder (no {CONFIG_NAME}) nor a model "
+                         f"folder written by save() (no {MODEL_CONFIG_NAME} or {STACK_NAME})")
     config = read_run_config(run_dir)
     if not (Path(run_dir) / MODEL_CONFIG_NAME).exists():
         raise ValueError(

@@ -60,12 +60,20 @@ def _check_output(output: str, run_dir: str, data: str | None) -> None:
     if data is not None and _same_file(data, target):
         raise ValueError(f"-o {output}: is DATA itself, which would be overwritten; name "
                          "another file")
-    source = {} if is_model_folder(run_dir) else read_run_config(run_dir)["data"]
+    if is_model_folder(run_dir):
+        what, source = "model", {}
+    else:
+        try:
+            what, source = "run", read_run_config(run_dir)["data"]
+        except ValueError:  # neither a run nor a model: model_and_rows says so
+            what, source = None, {}
     if source.get("kind") == "file" and _same_file(source["path"], target):
         raise ValueError(f"-o {output}: is the data file the run in {run_dir} was trained on, "
                          "which it needs; name another file")
-    if Path(run_dir).resolve() in target.parents:
-        what = "model" if is_model_folder(run_dir) else "run"
+    folder = Path(run_dir).resolve()
+    if folder.is_file():  # a model's model.json or stack.json, named
+        folder = folder.parent
+    if what is not None and folder in target.parents:
         raise ValueError(f"-o {output}: lies inside the {what} folder {run_dir}, whose files "
                          f"the {what} needs; name a file outside it")
     if target.is_dir():
