@@ -665,8 +665,10 @@ def test_bad_plot_arguments_are_value_or_type_errors():
                            ([{"epoch": 1, "loss": 1.0}, {"epoch": 2}], r"history\[1\] lacks loss"),
                            ({"epoch": 1}, "non-empty list"),
                            ([{"epoch": 1}], "none of the loss terms"),
-                           ([{"epoch": 1, "loss": 1.0, "val_loss": 1.0},
-                             {"epoch": 2, "loss": 1.0}], r"history\[1\] lacks val_loss")):
+                           ([{"epoch": 1, "loss": "x"}], r"history\[0\]\['loss'\] = 'x' must be "
+                                                         "a number"),
+                           ([{"epoch": 1, "loss": 1.0, "val_loss": None}],
+                            r"\['val_loss'\] = None must be a number")):
         with pytest.raises(ValueError, match=words):
             training_curves(history)
 
@@ -689,3 +691,50 @@ def test_spectra_axis_ends_at_float32_resolution_but_not_above_the_data():
     (ax,) = spectra({"clean": clean}).get_axes()
     norm = clean / clean[:, :1]
     assert FLOOR * 1e3 < ax.get_ylim()[0] <= np.percentile(norm, 10, axis=0).min()
+
+
+def test_validation_values_are_drawn_wherever_they_appear():
+    """Validation from the second record on (or with gaps) is drawn, not dropped."""
+    history = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5, "val_loss": 1.8},
+               {"epoch": 3, "loss": 1.2, "val_loss": 1.6}]
+    ax = training_curves(history).axes[0]
+    val = [line for line in ax.get_lines() if line.get_label() == "validation"]
+    assert len(val) == 1
+    np.testing.assert_array_equal(val[0].get_ydata(), [np.nan, 1.8, 1.6])
+
+
+def test_more_plot_arguments_are_checked_in_one_line():
+    A = np.random.default_rng(0).random((3, 64))
+    for shape in ((7, 8), 64, (8, "8"), (8, 8.5), (0, 64)):
+        with pytest.raises(ValueError, match="image_shape=.* must be .height, width"):
+            reconstruction_grid(A, A, shape)
+    for n in (0, 1.5, True):
+        with pytest.raises(ValueError, match="n=.* must be an integer >= 1"):
+            reconstruction_grid(A, A, (8, 8), n=n)
+    for bad in (np.zeros((0, 4)), np.zeros((2, 2, 2))):
+        with pytest.raises(ValueError, match=r"curves\['a'\] of shape"):
+            spectra({"a": bad})
+    with pytest.raises(ValueError, match="finite singular values"):
+        spectra({"a": [1.0, -1.0]})
+    with pytest.raises(ValueError, match="must hold numbers"):
+        contraction_curves([0, 1], {"a": ["x", "y"]})
+    with pytest.raises(ValueError, match=r"distances\['min'\] = 'x' must be a finite number"):
+        contraction_curves([0, 1], {"a": [1, 1]}, distances={"min": "x"})
+    with pytest.raises(TypeError, match="distances must be a dict"):
+        contraction_curves([0, 1], {"a": [1, 1]}, distances=[1, 2])
+
+
+def test_codes_scatter_with_many_or_mixed_labels():
+    codes = np.random.default_rng(0).random((60, 3))
+    words = np.array([f"w{i}" for i in range(30)] * 2)
+    assert codes_scatter(codes, words).axes  # 30 text labels: a colorbar by rank
+    mixed = np.array([None, 1, "a"] * 20, dtype=object)
+    assert codes_scatter(codes, mixed).axes  # several kinds: read as text
+
+
+def test_reconstruction_profiles_draws_into_a_given_axes():
+    fig = Figure()
+    ax = fig.subplots()
+    A = np.random.default_rng(0).random((3, 5))
+    assert reconstruction_profiles(A, A, ax=ax) is fig
+    assert len(ax.get_lines()) == 6

@@ -25,10 +25,13 @@ def reconstruction_grid(
         raise ValueError(
             f"originals {originals.shape} and reconstructions {reconstructions.shape} differ"
         )
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n={n!r} must be an integer >= 1: how many images to draw")
     n = min(n, len(originals))
-    if n < 1:
-        raise ValueError("reconstruction_grid needs at least one image")
-    shape = tuple(image_shape)
+    if n < 1 or originals.ndim != 2:
+        raise ValueError(f"originals of shape {originals.shape} must be 2-D (images, pixels) "
+                         "with at least one image")
+    shape = _image_shape(image_shape, originals.shape[1])
     lo, hi = float(originals[:n].min()), float(originals[:n].max())
     fig = Figure(figsize=(1.1 * n + 0.8, 2.6), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
@@ -47,7 +50,7 @@ def reconstruction_grid(
 
 
 def reconstruction_profiles(
-    originals: np.ndarray, reconstructions: np.ndarray, *, title: str | None = None,
+    originals: np.ndarray, reconstructions: np.ndarray, *, title: str | None = None, ax=None,
 ) -> Figure:
     """For data that are not images: each row's features (solid) and reconstruction (dashed).
 
@@ -60,8 +63,7 @@ def reconstruction_profiles(
             f"originals {originals.shape} and reconstructions {reconstructions.shape} must be "
             "the same non-empty 2-D shape"
         )
-    fig = Figure(figsize=(7, 3.2), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = _figure_and_axes(ax, (7, 3.2))
     features = np.arange(1, originals.shape[1] + 1)
     for i, (x, r) in enumerate(zip(originals, reconstructions)):
         (line,) = ax.plot(features, x, "-", lw=1.2, label=f"row {i + 1}")
@@ -83,23 +85,32 @@ def training_curves(history: Sequence[dict], *, title: str | None = None) -> Fig
     if not terms:
         raise ValueError("history[0] holds none of the loss terms: loss, reconstruction, "
                          "penalty, higher_order")
-    needed = ("epoch", *terms, *(f"val_{t}" for t in terms if f"val_{t}" in history[0]))
+    needed = ("epoch", *terms)
     for i, h in enumerate(history):
         missing = [k for k in needed if not isinstance(h, dict) or k not in h]
         if missing:
             raise ValueError(f"history[{i}] lacks {', '.join(missing)}")
+        for k, v in h.items():
+            if (k in needed or k.startswith("val_")) and (
+                    isinstance(v, bool) or not isinstance(v, (int, float, np.number))):
+                raise ValueError(f"history[{i}][{k!r}] = {v!r} must be a number")
+    # validation values where a record has them (NaN, a gap in the line, where not)
+    val = {t: [float(h.get(f"val_{t}", np.nan)) for h in history] for t in terms
+           if any(f"val_{t}" in h for h in history)}
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(3.2 * len(terms), 2.8), layout="constrained")
     axes = fig.subplots(1, len(terms), squeeze=False)[0]
     labels = {"penalty": "mean ||J||_F^2", "higher_order": "CAE+H term"}
     for ax, term in zip(axes, terms):
         ax.plot(epochs, [h[term] for h in history], label="train")
-        if f"val_{term}" in history[0]:
-            ax.plot(epochs, [h[f"val_{term}"] for h in history], "--", label="validation")
+        if term in val:
+            ax.plot(epochs, val[term], "--", marker="." if len(epochs) < 30 else None,
+                    label="validation")
             ax.legend(fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_title(labels.get(term, term), fontsize=9)
-        if all(h[term] > 0 for h in history):
+        if all(h[term] > 0 for h in history) and all(v > 0 or np.isnan(v)
+                                                      for v in val.get(term, [])):
             ax.set_yscale("log")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -127,7 +138,7 @@ def tangent_images(
                 singular_values.shape[1] < t:
             raise ValueError(f"singular_values of shape {singular_values.shape} must be "
                              f"(>= {m}, >= {t}): one row per image, one value per tangent")
-    shape = tuple(image_shape)
+    shape = _image_shape(image_shape, X.shape[1])
     fig = Figure(figsize=(1.25 * (t + 1) + 0.8, 1.3 * m + 0.5), layout="constrained")
     axes = fig.subplots(m, t + 1, squeeze=False)
     for i in range(m):
@@ -173,7 +184,12 @@ def spectra(curves: dict[str, np.ndarray], *, normalise: bool = True, title: str
     fig, ax = _figure_and_axes(ax, (5.5, 3.6))
     drawn = []
     for name, s in curves.items():
-        s = np.atleast_2d(np.asarray(s, dtype=np.float64))
+        s = np.atleast_2d(_numbers(s, f"curves[{name!r}]"))
+        if s.ndim != 2 or not s.size:
+            raise ValueError(f"curves[{name!r}] of shape {np.shape(curves[name])} must be "
+                             "(n_points, m) or (m,) singular values, not empty")
+        if not np.isfinite(s).all() or (s < 0).any():
+            raise ValueError(f"curves[{name!r}] must hold finite singular values >= 0")
         if normalise:
             s = s / np.maximum(s[:, :1], np.finfo(float).tiny)
         drawn.append((s, name))
@@ -201,11 +217,20 @@ def contraction_curves(radii: np.ndarray, curves: dict[str, np.ndarray], *,
     """Contraction ratio against radius, one line per model; vertical lines mark the
     minimum, median and maximum distance between training points."""
     _check_curves(curves)
-    radii = np.asarray(radii, dtype=np.float64)
+    radii = _numbers(radii, "radii")
     for name, ratios in curves.items():
+        _numbers(ratios, f"curves[{name!r}]")
         if np.shape(ratios) != radii.shape or radii.ndim != 1:
             raise ValueError(f"curves[{name!r}] of shape {np.shape(ratios)} must match radii of "
                              f"shape {radii.shape} (1-D)")
+    if distances is not None:
+        if not isinstance(distances, Mapping):
+            raise TypeError("distances must be a dict such as {'min': ..., 'median': ..., "
+                            f"'max': ...}}, not {type(distances).__name__}")
+        for key, value in distances.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"distances[{key!r}] = {value!r} must be a finite number")
     fig, ax = _figure_and_axes(ax, (5.5, 3.6))
     for name, ratios in curves.items():
         ax.plot(radii, ratios, marker="o", ms=3, label=name)
@@ -246,15 +271,22 @@ def codes_scatter(codes: np.ndarray, labels: np.ndarray | None = None, *,
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.6)
     else:
-        classes = np.unique(labels)
+        try:
+            classes = np.unique(labels)
+        except TypeError:  # labels of several kinds (None among numbers, say): as text
+            labels = labels.astype(str)
+            classes = np.unique(labels)
         if len(classes) <= 20:
             for c in classes:
                 sel = labels == c
                 ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, label=str(c))
             ax.legend(fontsize=7, markerscale=3, ncol=2, title="label", title_fontsize=7)
-        else:
-            sc = ax.scatter(xy[:, 0], xy[:, 1], s=4, c=labels.astype(float), cmap="viridis")
-            fig.colorbar(sc, ax=ax, label="label")
+        else:  # numbers on their own scale; other labels by their rank in sorted order
+            values = (labels.astype(float) if labels.dtype.kind in "biuf"
+                      else np.searchsorted(classes, labels).astype(float))
+            sc = ax.scatter(xy[:, 0], xy[:, 1], s=4, c=values, cmap="viridis")
+            fig.colorbar(sc, ax=ax, label="label" if labels.dtype.kind in "biuf"
+                         else "label (rank in sorted order)")
     ax.set_xlabel(f"{axis} 1")
     ax.set_ylabel(f"{axis} 2")
     ax.set_title(title or ("codes (PCA of the codes)" if axis == "PC" else "codes"), fontsize=9)
@@ -275,3 +307,26 @@ def _check_curves(curves) -> None:
         raise TypeError(f"curves must be a dict of name -> values, not {type(curves).__name__}")
     if not curves:
         raise ValueError("curves is empty: give at least one name -> values")
+
+
+def _numbers(values, what: str) -> np.ndarray:
+    """``values`` as a float64 array, or one ``ValueError`` naming ``what``."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must hold numbers") from None
+    return arr
+
+
+def _image_shape(image_shape, n_pixels: int) -> tuple[int, ...]:
+    """``image_shape`` as a tuple of integers >= 1 whose product is ``n_pixels``."""
+    try:
+        shape = tuple(int(v) for v in image_shape)
+        ok = all(v >= 1 and v == w for v, w in zip(shape, image_shape)) and len(shape) in (2, 3)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or int(np.prod(shape)) != n_pixels:
+        raise ValueError(f"image_shape={image_shape!r} must be (height, width) or (height, "
+                         f"width, channels), integers whose product is the {n_pixels} features "
+                         "of a row")
+    return shape
