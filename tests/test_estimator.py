@@ -287,3 +287,20 @@ def test_inverse_transform_takes_reversed_and_read_only_codes():
         np.testing.assert_array_equal(cae.inverse_transform(H[::-1]),
                                       cae.inverse_transform(H)[::-1])
         np.testing.assert_array_equal(cae.inverse_transform(frozen), cae.inverse_transform(H))
+
+
+@pytest.mark.parametrize("unit", [1e-30, 1e30])
+@pytest.mark.parametrize("hidden", [(), (5,)])
+def test_jacobian_and_penalty_in_units_far_from_one(unit, hidden):
+    """Scaling makes the network see the same numbers whatever the unit, so dh/dx is the
+    unit-1 model's divided by the unit, and stays finite (1 / 1e-30 is infinite in float32:
+    taken in float64 there)."""
+    X = np.random.default_rng(0).random((80, 6))
+    kw = dict(n_components=3, hidden_layer_sizes=hidden, scaling="minmax", max_epochs=2,
+              device="cpu", random_state=0)
+    ref = ContractiveAutoencoder(**kw).fit(X)
+    cae = ContractiveAutoencoder(**kw).fit(X * unit)
+    J = cae.jacobian(X[:5] * unit)
+    np.testing.assert_allclose(J * unit, ref.jacobian(X[:5]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(cae.penalty(X[:5] * unit) * unit**2, ref.penalty(X[:5]),
+                               rtol=1e-5)

@@ -36,6 +36,9 @@ from .validation import check_choice, check_float, check_float32_range, check_hi
 SCALINGS = ("none", "minmax", "standard")
 #: Inference chunk: rows per chunk, and the element budget of one chunk of Jacobians.
 _ROWS = 8192
+#: scale factors beyond these: Jacobians in input units are taken in float64 (see
+#: ``_in_input_units``); (W / 1e-12)^2 summed over a layer stays far within float32
+_SAFE_SCALE = (1e-12, 1e12)
 _JAC_ELEMENTS = 1 << 24
 
 
@@ -413,19 +416,30 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         rec = self._reconstruct(X).astype(np.float64)
         return -float(np.mean((rec - X) ** 2))
 
-    def _input_scale(self) -> torch.Tensor | None:
-        if np.all(self.scale_factor_ == 1.0):  # fitted state, not the scaling parameter
-            return None
-        return torch.as_tensor(self.scale_factor_, dtype=torch.float32, device=self._device())
+    def _in_input_units(self) -> tuple[ContractiveAutoencoderModule, torch.Tensor | None,
+                                       torch.dtype]:
+        """The module, the scale (``None``: 1) and the dtype to differentiate with respect to
+        ``x`` rather than ``z = (x - offset) / scale``: float32, or a float64 copy of the
+        module where the scale is so far from 1 that ``1 / scale`` (and squares of the
+        Jacobian's entries) would overflow or vanish in float32 (data in units of 1e-20,
+        say)."""
+        factor = self.scale_factor_
+        if np.all(factor == 1.0):  # fitted state, not the scaling parameter
+            return self.module_, None, torch.float32
+        if factor.min() >= _SAFE_SCALE[0] and factor.max() <= _SAFE_SCALE[1]:
+            scale = torch.as_tensor(factor, dtype=torch.float32, device=self._device())
+            return self.module_, scale, torch.float32
+        scale = torch.as_tensor(factor, dtype=torch.float64, device=self._device())
+        return copy.deepcopy(self.module_).double(), scale, torch.float64
 
     def jacobian(self, X: Any) -> np.ndarray:
         """Encoder Jacobians ``dh/dx`` at each sample, shape ``(n, n_components, n_features)``,
         with respect to the input in the units ``fit`` saw (exact)."""
         X = self._check_X(X)
         k, d = self.module_.config.n_components, X.shape[1]
-        scale = self._input_scale()
+        module, scale, dtype = self._in_input_units()
         rows = max(1, _JAC_ELEMENTS // (k * d))
-        out = self._map(self._to_tensor(X), lambda b: self.module_.jacobian(b, scale), rows)
+        out = self._map(self._to_tensor(X).to(dtype), lambda b: module.jacobian(b, scale), rows)
         return out.reshape(len(X), k, d).astype(self._out_dtype(X))
 
     def penalty(self, X: Any) -> np.ndarray:
@@ -433,9 +447,9 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         method, with respect to the input in the units ``fit`` saw."""
         X = self._check_X(X)
         k, d = self.module_.config.n_components, X.shape[1]
-        scale = self._input_scale()
+        module, scale, dtype = self._in_input_units()
         rows = max(1, _JAC_ELEMENTS // (k * d)) if self.module_.config.hidden_layer_sizes else _ROWS
-        out = self._map(self._to_tensor(X), lambda b: self.module_.penalty(b, scale), rows)
+        out = self._map(self._to_tensor(X).to(dtype), lambda b: module.penalty(b, scale), rows)
         return out.astype(self._out_dtype(X))
 
     # -- manifold analysis (analysis.py) --------------------------------------------------
