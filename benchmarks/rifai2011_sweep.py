@@ -79,6 +79,9 @@ ROWS += [(f"pretrain-seed-{seed} lambda {lam}", f"pretrain:{lam}:50:adam:0.001:{
 # loss summed over the 784 pixels, ours is their mean, so a rate here is about 784x theirs
 ROWS += [(f"pretrain-sgd-{lr:g}-{ep} lambda {lam}", f"pretrain:{lam}:{ep}:sgd:{lr}", "base")
          for lr, ep in ((2.0, 50), (10.0, 50), (10.0, 150)) for lam in (0.1, 0.3)]
+# MTC on the reproduction's CAE-2 ("cae2:lambda:lambda2": the stack of --models'
+# CAE_lambda_<lambda> and the second layer CAE-2_lambda_<lambda>_lambda2_<lambda2>)
+ROWS += [(f"cae2-{ft} lambda 0.1", "cae2:0.1:0.1", ft) for ft in ("mtc-probe1-0.3", "base")]
 
 
 def _first_layer(source: str, split, protocol, args):
@@ -88,6 +91,14 @@ def _first_layer(source: str, split, protocol, args):
     if kind == "cpu":
         return ContractiveAutoencoder.load(Path(args.models) / f"CAE_lambda_{lam}",
                                            device=args.device)
+    if kind == "cae2":
+        from contractive import StackedContractiveAutoencoder
+
+        return StackedContractiveAutoencoder.from_encoders([
+            ContractiveAutoencoder.load(Path(args.models) / f"CAE_lambda_{lam}",
+                                        device=args.device),
+            ContractiveAutoencoder.load(Path(args.models) / f"CAE-2_lambda_{lam}_lambda2_"
+                                        f"{rest[0]}", device=args.device)])
     optimizer, lr = (rest[1], float(rest[2])) if len(rest) > 1 else ("adam", 1e-3)
     seed = int(rest[3]) if len(rest) > 3 else 0
     return ContractiveAutoencoder(
@@ -112,7 +123,8 @@ def worker(args, index: int) -> None:
     for name, source, ft in rows[index::args.workers]:
         if time.perf_counter() - start > args.deadline_s:
             break
-        if name in done or (source.startswith("cpu:") and (not args.models or args.quick)):
+        if name in done or (source.startswith(("cpu:", "cae2:"))
+                            and (not args.models or args.quick)):
             continue  # done by an earlier run; or no (full-size) models to start from
         try:
             row = _run_row(name, source, ft, split, p, args)
