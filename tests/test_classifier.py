@@ -292,7 +292,8 @@ def test_save_load_round_trip(small, tmp_path, labels):
                               device="cpu").fit(X, y)
     folder = clf.save(tmp_path / "clf")
     for loaded in (FineTunedClassifier.load(folder, device="cpu"),
-                   contractive.load(tmp_path / "clf", device="cpu")):
+                   contractive.load(tmp_path / "clf", device="cpu"),
+                   contractive.load(tmp_path / "clf" / "classifier.safetensors")):
         assert isinstance(loaded, FineTunedClassifier)
         np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
         np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
@@ -412,3 +413,52 @@ def test_columns_other_than_the_encoders_are_refused(small):
         FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(swapped, y)
     FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(frame, y)  # the same columns
     FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(X, y)      # no names to check
+
+
+def test_a_failed_refit_leaves_the_fitted_classifier_as_it_was(small):
+    X, y, _ = small
+    cae = _cae(n_components=4, scaling="standard", max_epochs=1).fit(X + 100)
+    clf = FineTunedClassifier(cae, max_epochs=1, device="cpu", random_state=0).fit(X + 100, y)
+    before = clf.predict_proba(X + 100)
+    clf.set_params(encoder=None, hidden_layer_sizes=(4,), validation_fraction=2.0)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        clf.fit(X + 100, y)
+    np.testing.assert_array_equal(clf.predict_proba(X + 100), before)
+
+
+def test_pickling_does_not_touch_the_live_classifier(small, monkeypatch):
+    """__getstate__ copies the state: on Python >= 3.11 sklearn hands out __dict__ itself."""
+    import pickle
+
+    X, y, cae = small
+    clf = FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(X, y)
+    module = clf.module_
+    monkeypatch.setattr(torch.Tensor, "device", property(lambda t: torch.device("meta")))
+    state = clf.__getstate__()  # as for a model on a GPU: the copy gets a CPU module
+    monkeypatch.undo()
+    assert state["module_"] is not module and clf.module_ is module
+    assert pickle.loads(pickle.dumps(clf)).predict(X[:5]).shape == (5,)
+
+
+def test_save_of_a_classifier_pickled_by_an_older_version(small, tmp_path):
+    """Before, the module held the encoder's offset and there was no input_offset_."""
+    X, y, _ = small
+    cae = _cae(n_components=4, scaling="standard", max_epochs=1).fit(X + 50)
+    clf = FineTunedClassifier(cae, max_epochs=1, device="cpu", random_state=0).fit(X + 50, y)
+    expected = clf.predict_proba(X + 50)
+    with torch.no_grad():
+        clf.module_.input_offset.copy_(torch.as_tensor(clf.input_offset_))
+    del clf.input_offset_  # the state an older version pickled
+    np.testing.assert_allclose(clf.predict_proba(X + 50), expected, atol=1e-5)
+    loaded = FineTunedClassifier.load(clf.save(tmp_path / "c"))
+    np.testing.assert_allclose(loaded.predict_proba(X + 50), expected, atol=1e-5)
+    assert loaded.module_.input_offset.abs().max() == 0
+
+
+def test_contractive_load_of_a_folder_without_a_model(tmp_path):
+    import contractive
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no model here .expected model.json, stack.json, "
+                                         "classifier.json"):
+        contractive.load(tmp_path / "empty")

@@ -304,3 +304,15 @@ def test_jacobian_and_penalty_in_units_far_from_one(unit, hidden):
     np.testing.assert_allclose(J * unit, ref.jacobian(X[:5]), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(cae.penalty(X[:5] * unit) * unit**2, ref.penalty(X[:5]),
                                rtol=1e-5)
+
+
+def test_float64_work_runs_on_the_cpu_where_the_device_has_no_float64(monkeypatch):
+    """Apple's MPS has no float64: the float64 copies (contraction curve, extreme scales)
+    go to the CPU there, and stay on the model's device elsewhere."""
+    cae = ContractiveAutoencoder(n_components=2, max_epochs=1, device="cpu").fit(
+        np.random.default_rng(0).random((20, 4)))
+    assert cae._device64() == torch.device("cpu")
+    monkeypatch.setattr(cae, "_device", lambda: torch.device("mps"))
+    assert cae._device64() == torch.device("cpu")
+    module = cae._float64_module()
+    assert {(p.device.type, p.dtype) for p in module.parameters()} == {("cpu", torch.float64)}

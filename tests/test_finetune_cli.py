@@ -31,9 +31,9 @@ def test_finetune_reports_and_writes_its_results(run_dir, capsys):
     assert 0 <= results["frozen codes"]["linear_probe_error"] < 0.5
     assert saved["n_test"] == 360
     # the fine-tuned classifier is saved in the run, and predicts as reported
-    clf = contractive.load(saved["classifier"], device="cpu")
+    assert saved["classifier"] == "finetuned"  # relative to the run folder
+    clf = contractive.load(run_dir / saved["classifier"], device="cpu")
     assert isinstance(clf, contractive.FineTunedClassifier)
-    assert saved["classifier"] == str(run_dir / "finetuned")
     test = contractive.data.load_digits()
     assert clf.error(test.X_test, test.y_test) == pytest.approx(
         results["fine-tuned CAE"]["test_error"])
@@ -104,11 +104,14 @@ def test_a_stack_of_runs_is_fine_tuned(run_dir, tmp_path, capsys):
     assert main(["finetune", str(run_dir), "--stack", str(codes), "--device", "cpu"]) == 2
     assert "a file, not a run folder" in capsys.readouterr().err
     assert not (run_dir / "finetune.json").exists()
-    # the upper layer may also be a model folder written by save()
+    # the upper layer may also be a model folder written by save(), or a stack's
     saved_upper = contractive.load(upper).save(tmp_path / "saved-upper")
-    assert main(["finetune", str(run_dir), "--stack", saved_upper, "--max-epochs", "1",
-                 "--no-baseline", "--device", "cpu", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["stack"] == [saved_upper]
+    stacked_upper = contractive.StackedContractiveAutoencoder.from_encoders(
+        [contractive.load(upper)]).save(tmp_path / "stacked-upper")
+    for folder in (saved_upper, stacked_upper):
+        assert main(["finetune", str(run_dir), "--stack", folder, "--max-epochs", "1",
+                     "--no-baseline", "--device", "cpu", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["stack"] == [folder]
 
 
 def test_unlabelled_data_for_a_labelled_run_names_the_data(run_dir, tmp_path, capsys):

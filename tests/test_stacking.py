@@ -12,6 +12,12 @@ def X():
     return load_digits().X_train
 
 
+def _digest(meta: dict) -> str:
+    from contractive import io
+
+    return io._config_digest(meta)
+
+
 def _base(**kw):
     return ContractiveAutoencoder(max_epochs=3, device="cpu", **kw)
 
@@ -127,11 +133,13 @@ def test_load_refuses_edited_layer_list(stack, tmp_path):
     stack.save(tmp_path / "s")
     meta = json.loads((tmp_path / "s" / "stack.json").read_text())
     meta["layers"][0]["folder"] = "../elsewhere"
+    meta["config_sha256"] = _digest(meta)  # edited consistently: still checked
     (tmp_path / "s" / "stack.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="must be a plain name"):
         StackedContractiveAutoencoder.load(tmp_path / "s")
     meta["params"]["layer_sizes"] = [12, 7]
     meta["layers"][0]["folder"] = "layer-1"
+    meta["config_sha256"] = _digest(meta)
     (tmp_path / "s" / "stack.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="layer_sizes do not match"):
         StackedContractiveAutoencoder.load(tmp_path / "s")
@@ -203,6 +211,7 @@ def test_load_checks_the_stored_parameters(stack, tmp_path):
                               ("layer_params", {"a": 1}, "layer_params must be a list"),
                               ("layer_params", [{"bogus": 1}, {}], "Invalid parameter")):
         edited = {**meta, "params": {**meta["params"], key: value}}
+        edited["config_sha256"] = _digest(edited)
         path.write_text(json.dumps(edited))
         with pytest.raises(ValueError, match=words):
             StackedContractiveAutoencoder.load(tmp_path / "s")
@@ -216,3 +225,39 @@ def test_a_random_state_object_is_stored_as_none_everywhere(X, tmp_path):
     loaded = StackedContractiveAutoencoder.load(stack.save(tmp_path / "s"))
     assert loaded.random_state is None and loaded.base.random_state is None
     assert loaded.layer_params == [{"random_state": None}, {}]
+
+
+def test_an_edited_stack_file_is_refused(stack, tmp_path):
+    import json
+
+    stack.save(tmp_path / "s")
+    path = tmp_path / "s" / "stack.json"
+    meta = json.loads(path.read_text())
+    meta["params"]["random_state"] = 4
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="stack.json: checksum mismatch"):
+        StackedContractiveAutoencoder.load(tmp_path / "s")
+
+
+def test_save_refuses_parameters_changed_after_fit(stack, tmp_path):
+    from sklearn.base import clone
+
+    changed = clone(stack)
+    changed.encoders_ = stack.encoders_
+    changed.set_params(layer_sizes=(4, 4, 4))
+    with pytest.raises(ValueError, match=r"layer_sizes=\(4, 4, 4\) is not the fitted layers"):
+        changed.save(tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_score_of_a_dataframe_does_not_warn(X):
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X[:100], columns=[f"p{i}" for i in range(64)])
+    stack = StackedContractiveAutoencoder((6, 3), base=_base(), random_state=0).fit(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score = stack.score(frame)
+    rec = stack.inverse_transform(stack.transform(frame))
+    assert score == pytest.approx(-np.mean((rec - X[:100]) ** 2))

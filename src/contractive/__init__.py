@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 
 from ._version import __version__
-from .classifier import CLASSIFIER_CONFIG, FineTunedClassifier
+from .classifier import CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS, FineTunedClassifier
 from .estimator import ContractiveAutoencoder
 from .io import CONFIG_NAME as MODEL_CONFIG_NAME
+from .io import WEIGHTS_NAME as MODEL_WEIGHTS_NAME
 from .penalty import contractive_penalty, higher_order_penalty
 from .stacking import STACK_NAME, StackedContractiveAutoencoder
 from .training import NonFiniteLossError
@@ -30,16 +31,21 @@ def load(path, device: str = "auto"
     (never unpickles)."""
     kinds = {MODEL_CONFIG_NAME: ContractiveAutoencoder, STACK_NAME: StackedContractiveAutoencoder,
              CLASSIFIER_CONFIG: FineTunedClassifier}
+    files = {**kinds, MODEL_WEIGHTS_NAME: ContractiveAutoencoder,
+             CLASSIFIER_WEIGHTS: FineTunedClassifier}
     if isinstance(path, (str, os.PathLike)) and os.fspath(path):
         folder = Path(path)
-        if folder.name in kinds:  # a model's own JSON file, named
-            return kinds[folder.name].load(path, device=device)
+        if folder.name in files:  # one of a model's own files, named
+            return files[folder.name].load(path, device=device)
         found = [name for name in kinds if (folder / name).is_file()]
         if len(found) > 1:
             raise ValueError(f"{folder}: holds more than one model ({', '.join(found)}); load "
                              f"one with {' or '.join(kinds[n].__name__ + '.load' for n in found)}")
         if found:
             return kinds[found[0]].load(path, device=device)
+        if folder.is_dir():
+            raise ValueError(f"{folder}: no model here (expected {', '.join(kinds)}: a folder "
+                             "written by save())")
     return ContractiveAutoencoder.load(path, device=device)
 
 

@@ -454,9 +454,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         seed = int(rng.randint(np.iinfo(np.int32).max))
         # the encoder's offset is subtracted here, in float64: in float32 it would swallow
         # the digits of data far from 0 (x near 1e6 keeps 0.06 of resolution)
-        self.input_offset_ = (np.zeros(X.shape[1]) if layers is None
-                              else np.asarray(layers.offset, dtype=np.float64))
-        x = self._shifted(X)
+        offset = (np.zeros(X.shape[1]) if layers is None
+                  else np.asarray(layers.offset, dtype=np.float64))
+        x = self._shifted(X, offset)
         t = torch.tensor(codes, dtype=torch.int64)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
@@ -478,7 +478,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             if len(unknown):
                 raise ValueError(f"y_val has labels not in y: {unknown[:5].tolist()}")
             train = (x, t)
-            val = (self._shifted(X_val),
+            val = (self._shifted(X_val, offset),
                    torch.as_tensor(np.searchsorted(self.classes_, y_val), dtype=torch.int64))
         else:
             frac = check_float("validation_fraction", self.validation_fraction, 0, 1)
@@ -492,6 +492,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         rates = self._dropout_rates()
         tangent = self._tangent_settings()
         device = resolve_device(self.device)
+        self.input_offset_ = offset  # set with module_: a fit that fails before leaves both
         self.module_ = ClassifierModule(sizes, len(self.classes_), activation, seed=seed,
                                         **rates, **tangent)
         if layers is not None:
@@ -514,12 +515,12 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             self.best_validation_error_ = float(min(errors))
         return self
 
-    def _shifted(self, X: np.ndarray) -> Tensor:
-        """``x - input_offset_``, computed in float64, as the float32 rows the MLP takes
-        (a new, contiguous array: any strides of ``X`` will do)."""
-        offset = getattr(self, "input_offset_", None)  # None: pickled by an older version,
-        # whose module holds the offset
-        shifted = np.asarray(X, dtype=np.float64) - (0.0 if offset is None else offset)
+    def _shifted(self, X: np.ndarray, offset: np.ndarray | None = None) -> Tensor:
+        """``x - offset`` (default ``input_offset_``), computed in float64, as the float32
+        rows the MLP takes (a new, contiguous array: any strides of ``X`` will do)."""
+        if offset is None:  # none: pickled by an older version, whose module holds it
+            offset = getattr(self, "input_offset_", 0.0)
+        shifted = np.asarray(X, dtype=np.float64) - offset
         return torch.from_numpy(shifted.astype(np.float32))
 
     def _rng(self) -> np.random.RandomState:
@@ -558,7 +559,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     # -- persistence ----------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # (on Python >= 3.11, __dict__ itself)
         module = state.get("module_")
         if module is not None and next(module.parameters()).device.type != "cpu":
             arch = _architecture(module)  # a copy on the CPU: the pickle loads without a GPU
@@ -573,7 +574,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         The encoder is not saved apart: its fine-tuned weights are the MLP's hidden layers.
         So the loaded classifier has ``encoder=None`` and ``hidden_layer_sizes`` /
         ``activation`` set to its layers': it predicts as this one does, and ``fit`` on it
-        would train the same MLP from random weights.
+        would train the same MLP from random weights (with ``tangent_weight=0``: the
+        tangent term needs the encoder).
         """
         check_is_fitted(self)
         classes = np.asarray(self.classes_)
@@ -601,7 +603,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             "fitted": fitted,
         }
         tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
-        tensors["extra.input_offset"] = torch.as_tensor(self.input_offset_, dtype=torch.float64)
+        offset = getattr(self, "input_offset_", None)
+        if offset is None:  # pickled by an older version: the module holds the offset
+            offset = module.input_offset.detach().cpu().double().numpy()
+            tensors["module.input_offset"] = torch.zeros_like(module.input_offset)
+        tensors["extra.input_offset"] = torch.as_tensor(offset, dtype=torch.float64)
         return io.write_tensor_folder(
             path, tensors, fields, fmt=CLASSIFIER_FORMAT,
             version=CLASSIFIER_FORMAT_VERSION, weights_name=CLASSIFIER_WEIGHTS,

@@ -376,8 +376,9 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return next(self.module_.parameters()).device
 
     @torch.no_grad()
-    def _map(self, x: torch.Tensor, fn, rows: int = _ROWS) -> np.ndarray:
-        dev = self._device()
+    def _map(self, x: torch.Tensor, fn, rows: int = _ROWS,
+             device: torch.device | None = None) -> np.ndarray:
+        dev = self._device() if device is None else device
         parts = [fn(x[i : i + rows].to(dev)).cpu() for i in range(0, max(len(x), 1), rows)]
         return torch.cat(parts).double().numpy()
 
@@ -429,8 +430,20 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         if factor.min() >= _SAFE_SCALE[0] and factor.max() <= _SAFE_SCALE[1]:
             scale = torch.as_tensor(factor, dtype=torch.float32, device=self._device())
             return self.module_, scale, torch.float32
-        scale = torch.as_tensor(factor, dtype=torch.float64, device=self._device())
-        return copy.deepcopy(self.module_).double(), scale, torch.float64
+        module = self._float64_module()
+        scale = torch.as_tensor(factor, dtype=torch.float64, device=self._device64())
+        return module, scale, torch.float64
+
+    def _device64(self) -> torch.device:
+        """Where float64 work runs: the model's device, or the CPU where that has no
+        float64 (Apple's MPS)."""
+        dev = self._device()
+        return torch.device("cpu") if dev.type == "mps" else dev
+
+    def _float64_module(self) -> ContractiveAutoencoderModule:
+        """A float64 copy of the module on ``_device64()``, for the few computations that
+        float32 cannot resolve."""
+        return copy.deepcopy(self.module_).to(self._device64(), torch.float64)
 
     def jacobian(self, X: Any) -> np.ndarray:
         """Encoder Jacobians ``dh/dx`` at each sample, shape ``(n, n_components, n_features)``,
@@ -439,7 +452,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         k, d = self.module_.config.n_components, X.shape[1]
         module, scale, dtype = self._in_input_units()
         rows = max(1, _JAC_ELEMENTS // (k * d))
-        out = self._map(self._to_tensor(X).to(dtype), lambda b: module.jacobian(b, scale), rows)
+        out = self._map(self._to_tensor(X).to(dtype), lambda b: module.jacobian(b, scale), rows,
+                        device=next(module.parameters()).device)
         return out.reshape(len(X), k, d).astype(self._out_dtype(X))
 
     def penalty(self, X: Any) -> np.ndarray:
@@ -449,7 +463,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         k, d = self.module_.config.n_components, X.shape[1]
         module, scale, dtype = self._in_input_units()
         rows = max(1, _JAC_ELEMENTS // (k * d)) if self.module_.config.hidden_layer_sizes else _ROWS
-        out = self._map(self._to_tensor(X).to(dtype), lambda b: module.penalty(b, scale), rows)
+        out = self._map(self._to_tensor(X).to(dtype), lambda b: module.penalty(b, scale), rows,
+                        device=next(module.parameters()).device)
         return out.astype(self._out_dtype(X))
 
     # -- manifold analysis (analysis.py) --------------------------------------------------
@@ -487,7 +502,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """Mean contraction ratio ``||f(x + r u) - f(x)|| / r`` (``u`` uniform on the unit
         sphere, in input units) at each radius; at ``r = 0``, its limit ``E ||J u||``."""
         X = self._check_X(X)
-        module64 = copy.deepcopy(self.module_).double()
+        module64 = self._float64_module()
 
         def encode64(Z: np.ndarray) -> np.ndarray:
             """f in float64, so that ``f(x + r u) - f(x)`` resolves small radii (in float32
@@ -495,7 +510,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             so). ``_to_tensor`` still refuses inputs beyond float32's range."""
             scaled = (Z.astype(np.float64) - self.scale_offset_) / self.scale_factor_
             check_float32_range(scaled, "X" if self.scaling == "none" else "X, scaled,")
-            return self._map(torch.from_numpy(scaled), module64.encode)
+            return self._map(torch.from_numpy(scaled), module64.encode,
+                             device=self._device64())
 
         return analysis.contraction_curve(
             encode64, self.jacobian, X, radii, n_directions=n_directions,
@@ -566,7 +582,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return tags
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # (on Python >= 3.11, __dict__ itself)
         if "module_" in state and self.device_ != "cpu":  # pickles load without a GPU
             module = ContractiveAutoencoderModule(self.module_.config)
             module.load_state_dict({k: v.cpu() for k, v in self.module_.state_dict().items()})

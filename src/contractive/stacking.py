@@ -155,9 +155,8 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
         """Negative mean squared error of ``X`` reconstructed through the whole stack (in the
         units of ``X``; higher is better, as scikit-learn's model selection expects)."""
         check_is_fitted(self)
-        X = self.encoders_[0]._check_X(X)
-        rec = self.inverse_transform(self.transform(X)).astype(np.float64)
-        return -float(np.mean((rec - X) ** 2))
+        rec = self.inverse_transform(self.transform(X)).astype(np.float64)  # X as given: its
+        return -float(np.mean((rec - self.encoders_[0]._check_X(X)) ** 2))  # names checked
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)
@@ -183,6 +182,11 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             "base": None if self.base is None else _storable(self.base.get_params()),
         }
         json.dumps(params, allow_nan=False, default=io._jsonable)  # refuse before writing
+        fitted = tuple(int(e.n_components) for e in self.encoders_)
+        if tuple(params["layer_sizes"]) != fitted:  # set_params after fit: load would refuse
+            raise ValueError(f"layer_sizes={tuple(params['layer_sizes'])} is not the fitted "
+                             f"layers' {fitted}: fit again, or set layer_sizes back")
+        self._layers()  # the parameters, checked as load will check them
         layers = []
         for i, enc in enumerate(self.encoders_, 1):
             name = f"layer-{i}"
@@ -191,6 +195,7 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             layers.append({"folder": name, "config_sha256": digest})
         meta = {**io.format_header(STACK_FORMAT, STACK_FORMAT_VERSION), "layers": layers,
                 "params": params}
+        meta["config_sha256"] = io._config_digest(meta)
         text = json.dumps(meta, indent=1, allow_nan=False, default=io._jsonable)
         io.atomic_write_bytes(folder / STACK_NAME, (text + "\n").encode())
         return str(folder)
@@ -213,6 +218,9 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"{meta_path}: unreadable stack file ({exc})") from None
         io.check_format(meta, meta_path, STACK_FORMAT, STACK_FORMAT_VERSION,
                         "contractive stack")
+        if meta.get("config_sha256") != io._config_digest(meta):
+            raise ValueError(f"{meta_path}: checksum mismatch: the stack file is corrupted or "
+                             "was edited")
         try:
             entries = meta["layers"]
             if not isinstance(entries, list) or not entries:

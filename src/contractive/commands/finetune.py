@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stack:
         upper = [run_model(folder, args.device, model_folder="accepted")[0]
                  for folder in args.stack]
+        upper = [enc for u in upper for enc in getattr(u, "encoders_", [u])]  # stacks: layers
         try:
             encoder = StackedContractiveAutoencoder.from_encoders([est, *upper])
         except ValueError as exc:
@@ -126,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     frozen = readout_errors(encoder.transform(train.X), train.y, encoder.transform(rows.X),
                             rows.y)
     result["results"]["frozen codes"] = frozen
-    result["classifier"] = models["fine-tuned CAE"].save(Path(args.run_dir) / FINETUNED)
+    models["fine-tuned CAE"].save(Path(args.run_dir) / FINETUNED)
+    result["classifier"] = FINETUNED  # in RUN_DIR, wherever the run is moved
     write_json(Path(args.run_dir) / "finetune.json", result)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -140,5 +142,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:30} test error {r['test_error']:.2%} (validation "
                   f"{r['validation_error']:.2%}, best epoch {r['best_epoch']} of {r['epochs']})")
     print(f"wrote {Path(args.run_dir) / 'finetune.json'} and the classifier "
-          f"{result['classifier']}")
+          f"{Path(args.run_dir) / FINETUNED}")
     return 0
