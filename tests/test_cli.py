@@ -914,6 +914,11 @@ def test_encode_dataset_split(digits_run, capsys, work):
                             "c.npy"], capsys)
     assert code == 0, err
     assert np.load(work / "c.npy").shape == (1437, 6)
+    # the run's model.json named instead of the run, as contractive.load takes it
+    code, _, err = run_cli(["encode", str(digits_run / "model.json"), "digits", "-o",
+                            "t.npy"], capsys)
+    assert code == 0, err
+    assert np.load(work / "t.npy").shape == (360, 6)
 
 
 def test_encode_and_reconstruct_take_a_saved_model_or_stack(tmp_path, capsys, work):

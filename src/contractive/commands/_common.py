@@ -141,6 +141,10 @@ def model_and_rows(args, *, with_training_data: bool = True, model_folder: bool 
     feature count; ``rows.train`` (the run's training data, for PCA and distances) is loaded
     when asked for. ``model_folder``: RUN_DIR may be a folder written by ``save()`` (DATA
     is then needed)."""
+    run_dir = Path(args.run_dir)
+    if run_dir.name in (MODEL_CONFIG_NAME, STACK_NAME) and run_dir.is_file() and (
+            run_dir.parent / CONFIG_NAME).is_file():  # a run's model.json named: the run
+        args.run_dir = str(run_dir.parent)
     est, config = run_model(args.run_dir, args.device,
                             model_folder="accepted" if model_folder else None)
     if config is None:
