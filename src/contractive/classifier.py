@@ -520,8 +520,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         rows the MLP takes (a new, contiguous array: any strides of ``X`` will do)."""
         if offset is None:  # none: pickled by an older version, whose module holds it
             offset = getattr(self, "input_offset_", 0.0)
-        shifted = np.asarray(X, dtype=np.float64) - offset
-        return torch.from_numpy(shifted.astype(np.float32))
+        X = np.asarray(X)
+        out = np.empty(X.shape, dtype=np.float32)
+        # computed in float64 buffer by buffer, stored as float32: no float64 copy of X
+        np.subtract(X, offset, out=out, dtype=np.float64, casting="unsafe")
+        return torch.from_numpy(out)
 
     def _rng(self) -> np.random.RandomState:
         try:
