@@ -738,3 +738,16 @@ def test_reconstruction_profiles_draws_into_a_given_axes():
     A = np.random.default_rng(0).random((3, 5))
     assert reconstruction_profiles(A, A, ax=ax) is fig
     assert len(ax.get_lines()) == 6
+
+
+def test_training_curves_draw_into_given_axes():
+    history = [{"epoch": e, "loss": 1.0 / e, "penalty": 0.5 / e} for e in range(1, 4)]
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    assert training_curves(history, ax=axes) is fig
+    assert [a.get_title() for a in axes] == ["loss", "mean ||J||_F^2"]
+    one = Figure().subplots()
+    assert training_curves([{"epoch": 1, "loss": 1.0}], ax=one) is one.figure
+    for bad in (one, "x", Figure().subplots(1, 3)):
+        with pytest.raises(TypeError, match="ax must be 2 matplotlib Axes of one figure"):
+            training_curves(history, ax=bad)

@@ -76,8 +76,12 @@ def reconstruction_profiles(
     return fig
 
 
-def training_curves(history: Sequence[dict], *, title: str | None = None) -> Figure:
-    """Each loss term per epoch (one panel per term, log scale; validation dashed)."""
+def training_curves(history: Sequence[dict], *, title: str | None = None,
+                    ax=None) -> Figure:
+    """Each loss term per epoch (one panel per term, log scale; validation dashed).
+
+    ax: one Axes per term drawn (a single Axes where there is one term), all in one figure;
+    the title then goes to that figure."""
     if isinstance(history, dict) or not isinstance(history, Sequence) or not history:
         raise ValueError("history must be a non-empty list of per-epoch records (dicts)")
     terms = [k for k in ("loss", "reconstruction", "penalty", "higher_order")
@@ -98,8 +102,16 @@ def training_curves(history: Sequence[dict], *, title: str | None = None) -> Fig
     val = {t: [float(h.get(f"val_{t}", np.nan)) for h in history] for t in terms
            if any(f"val_{t}" in h for h in history)}
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(3.2 * len(terms), 2.8), layout="constrained")
-    axes = fig.subplots(1, len(terms), squeeze=False)[0]
+    if ax is None:
+        fig = Figure(figsize=(3.2 * len(terms), 2.8), layout="constrained")
+        axes = fig.subplots(1, len(terms), squeeze=False)[0]
+    else:
+        axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(axes) != len(terms) or not all(isinstance(a, Axes) for a in axes) or len(
+                {id(a.figure) for a in axes}) != 1:
+            raise TypeError(f"ax must be {len(terms)} matplotlib Axes of one figure, one per "
+                            f"term drawn ({', '.join(terms)}), or None")
+        fig = axes[0].figure
     labels = {"penalty": "mean ||J||_F^2", "higher_order": "CAE+H term"}
     for ax, term in zip(axes, terms):
         ax.plot(epochs, [h[term] for h in history], label="train")
