@@ -21,7 +21,6 @@ models.
 
 from __future__ import annotations
 
-import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -588,12 +587,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"labels of dtype {classes.dtype} cannot be saved: use integer, "
                              "string or boolean labels")
         module = self.module_
-        params = self.get_params(deep=False)
+        params = io.storable_params(self.get_params(deep=False))
         params.update(encoder=None, hidden_layer_sizes=[lay.out_features for lay in
                                                          module.layers],
                       activation=module.activation)
-        if not isinstance(params["random_state"], (numbers.Integral, type(None))):
-            params["random_state"] = None
         fitted = {name: getattr(self, name) for name in _FITTED if hasattr(self, name)}
         if hasattr(self, "feature_names_in_"):
             fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
@@ -636,8 +633,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             offset = tensors["extra.input_offset"].double().numpy()
             if offset.shape != (module.layers[0].in_features,):
                 raise ValueError(f"extra.input_offset has shape {offset.shape}")
-            params = dict(config["params"])
-            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+            params = io.params_from_json(config["params"])
             est = cls(**params)
             for name, value in config["fitted"].items():
                 if name not in (*_FITTED, "feature_names_in_"):

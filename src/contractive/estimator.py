@@ -523,9 +523,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def save(self, path: str | os.PathLike) -> str:
         """Write the fitted model to the folder ``path`` (safetensors + JSON); returns it."""
         check_is_fitted(self)
-        params = self.get_params()
-        if not isinstance(params["random_state"], (numbers.Integral, type(None))):
-            params["random_state"] = None
+        params = io.storable_params(self.get_params())
         fitted = {
             "n_features_in_": int(self.n_features_in_),
             "penalty_method_": self.penalty_method_,
@@ -550,8 +548,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """
         module, meta, extra = io.load_module(path)
         try:
-            params = dict(meta["params"])
-            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])  # JSON: a list
+            params = io.params_from_json(meta["params"])
             est = cls(**params)
             fitted = meta["fitted"]
             for name in ("n_features_in_", "penalty_method_", "n_epochs_", "fit_time_",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -130,6 +131,23 @@ def _model_dir(path: str | os.PathLike) -> Path:
     if p.name in (WEIGHTS_NAME, CONFIG_NAME):
         return p.parent
     return p
+
+
+def storable_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Estimator parameters to write as JSON: a ``random_state`` that is a generator, not a
+    seed, is stored as None (a generator's state is not a parameter one can write down)."""
+    params = dict(params)
+    if not isinstance(params.get("random_state"), (numbers.Integral, type(None))):
+        params["random_state"] = None
+    return params
+
+
+def params_from_json(params: dict[str, Any]) -> dict[str, Any]:
+    """Estimator parameters read from JSON: ``hidden_layer_sizes`` back to a tuple."""
+    params = dict(params)
+    if isinstance(params.get("hidden_layer_sizes"), list):
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    return params
 
 
 def format_header(fmt: str, version: int) -> dict[str, Any]:

@@ -177,9 +177,9 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
         params = {
             "layer_sizes": [int(s) for s in self.layer_sizes],
             "layer_params": None if self.layer_params is None else [
-                _storable(p) for p in self.layer_params],
-            "random_state": _storable({"random_state": self.random_state})["random_state"],
-            "base": None if self.base is None else _storable(self.base.get_params()),
+                io.storable_params(p) for p in self.layer_params],
+            "random_state": io.storable_params({"random_state": self.random_state})["random_state"],
+            "base": None if self.base is None else io.storable_params(self.base.get_params()),
         }
         json.dumps(params, allow_nan=False, default=io._jsonable)  # refuse before writing
         fitted = tuple(int(e.n_components) for e in self.encoders_)
@@ -245,13 +245,13 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             params = meta["params"]
             stack.set_params(
                 layer_sizes=tuple(params["layer_sizes"]),
-                layer_params=[_tuples(p) for p in params["layer_params"]]
+                layer_params=[io.params_from_json(p) for p in params["layer_params"]]
                 if isinstance(params["layer_params"], list)
                 and all(isinstance(p, dict) for p in params["layer_params"])
                 else params["layer_params"],  # (None, or wrong: _layers says so below)
                 random_state=params["random_state"],
                 base=None if params["base"] is None else ContractiveAutoencoder(
-                    **_tuples(params["base"])),
+                    **io.params_from_json(params["base"])),
             )
             if stack.layer_sizes != tuple(int(e.n_components) for e in encoders):
                 raise ValueError("its layer_sizes do not match the layers' code sizes")
@@ -262,20 +262,3 @@ class StackedContractiveAutoencoder(TransformerMixin, BaseEstimator):
             msg = str(exc)
             raise ValueError(msg if str(folder) in msg else f"{folder}: {msg}") from None
         return stack
-
-
-def _storable(params: dict) -> dict:
-    """Parameters to store: a ``random_state`` that is not a seed (a generator) as None, as
-    ``ContractiveAutoencoder.save`` does."""
-    params = dict(params)
-    if not isinstance(params.get("random_state"), (numbers.Integral, type(None))):
-        params["random_state"] = None
-    return params
-
-
-def _tuples(params: dict) -> dict:
-    """Parameters read from JSON: ``hidden_layer_sizes`` back to a tuple."""
-    params = dict(params)
-    if isinstance(params.get("hidden_layer_sizes"), list):
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-    return params

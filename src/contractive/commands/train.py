@@ -30,7 +30,13 @@ from ..activations import ACTIVATIONS
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ..data import DATASETS
 from ..estimator import SCALINGS, ContractiveAutoencoder
-from ..io import atomic_write_bytes, figure_png, missing_folders, remove_empty_folders
+from ..io import (
+    atomic_write_bytes,
+    figure_png,
+    missing_folders,
+    params_from_json,
+    remove_empty_folders,
+)
 from ..models import LOSSES, OUTPUT_ACTIVATIONS
 from ..penalty import METHODS
 from ..plotting import reconstruction_grid, reconstruction_profiles, training_curves
@@ -186,13 +192,6 @@ def _read_toml(path: str) -> dict[str, Any]:
     return out
 
 
-def _normalise(params: dict[str, Any]) -> dict[str, Any]:
-    out = dict(params)
-    if isinstance(out.get("hidden_layer_sizes"), list):
-        out["hidden_layer_sizes"] = tuple(out["hidden_layer_sizes"])
-    return out
-
-
 def _check_params(params: dict[str, Any]) -> None:
     """Validate the estimator parameters before any data is read (``_preflight`` checks
     them again with the data, before anything is written)."""
@@ -234,8 +233,8 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
     stored = None
     if args.resume and (out / CONFIG_NAME).exists():
         stored = read_run_config(out)
-        params = _normalise(stored["params"])
-        for key, value in _normalise(given).items():
+        params = params_from_json(stored["params"])
+        for key, value in params_from_json(given).items():
             if key in RESUMABLE_CHANGES:
                 params[key] = value
             elif params.get(key) != value:
@@ -281,7 +280,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict, Path, dict | None]:
                 "run folders, so empty or remove it yourself"
             )
         params = ContractiveAutoencoder().get_params()
-        params.update(_normalise(given))
+        params.update(params_from_json(given))
         if params["random_state"] is None:  # fixed now, so that --resume can redo the same run
             params["random_state"] = int(np.random.default_rng().integers(2**31 - 1))
     if settings["data"] in DATASETS:
