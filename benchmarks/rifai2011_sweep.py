@@ -80,8 +80,10 @@ ROWS += [(f"pretrain-seed-{seed} lambda {lam}", f"pretrain:{lam}:50:adam:0.001:{
 ROWS += [(f"pretrain-sgd-{lr:g}-{ep} lambda {lam}", f"pretrain:{lam}:{ep}:sgd:{lr}", "base")
          for lr, ep in ((2.0, 50), (10.0, 50), (10.0, 150)) for lam in (0.1, 0.3)]
 # MTC on the reproduction's CAE-2 ("cae2:lambda:lambda2": the stack of --models'
-# CAE_lambda_<lambda> and the second layer CAE-2_lambda_<lambda>_lambda2_<lambda2>)
+# CAE_lambda_<lambda> and the second layer CAE-2_lambda_<lambda>_lambda2_<lambda2>, trained
+# here as the reproduction trains it, and saved there, when --models has none)
 ROWS += [(f"cae2-{ft} lambda 0.1", "cae2:0.1:0.1", ft) for ft in ("mtc-probe1-0.3", "base")]
+ROWS += [("cae2-mtc-probe1-0.3 lambda 0.3", "cae2:0.3:0.1", "mtc-probe1-0.3")]
 
 
 def _first_layer(source: str, split, protocol, args):
@@ -94,19 +96,34 @@ def _first_layer(source: str, split, protocol, args):
     if kind == "cae2":
         from contractive import StackedContractiveAutoencoder
 
-        return StackedContractiveAutoencoder.from_encoders([
-            ContractiveAutoencoder.load(Path(args.models) / f"CAE_lambda_{lam}",
-                                        device=args.device),
-            ContractiveAutoencoder.load(Path(args.models) / f"CAE-2_lambda_{lam}_lambda2_"
-                                        f"{rest[0]}", device=args.device)])
+        first = ContractiveAutoencoder.load(Path(args.models) / f"CAE_lambda_{lam}",
+                                            device=args.device)
+        folder = Path(args.models) / f"CAE-2_lambda_{lam}_lambda2_{rest[0]}"
+        if (folder / "model.json").exists():
+            second = ContractiveAutoencoder.load(folder, device=args.device)
+        else:  # the reproduction's second layer: Adam 1e-3, seed 0, 50 epochs
+            codes = first.transform(split.X_train)
+            second = _cae(float(rest[0]), codes.shape[1], protocol.pretrain_epochs, "adam",
+                          protocol.pretrain_learning_rate, protocol.seed, protocol, args)
+            second.fit(codes).save(folder)
+        return StackedContractiveAutoencoder.from_encoders([first, second])
     optimizer, lr = (rest[1], float(rest[2])) if len(rest) > 1 else ("adam", 1e-3)
     seed = int(rest[3]) if len(rest) > 3 else 0
+    return _cae(float(lam), split.d, 2 if args.quick else int(rest[0]), optimizer, lr, seed,
+                protocol, args).fit(split.X_train)
+
+
+def _cae(lam: float, d: int, epochs: int, optimizer: str, lr: float, seed: int, protocol,
+         args):
+    """The reproduction's CAE (tied sigmoid, cross-entropy, batch 100), lambda on the paper's
+    scale (summed over the ``d`` inputs), unfitted."""
+    from contractive import ContractiveAutoencoder
+
     return ContractiveAutoencoder(
         n_components=protocol.n_hidden, activation="sigmoid", output_activation="sigmoid",
-        tied_weights=True, loss="bce", contractive_weight=float(lam) / split.d,
-        optimizer=optimizer, learning_rate=lr, batch_size=100,
-        max_epochs=2 if args.quick else int(rest[0]), device=args.device,
-        random_state=seed).fit(split.X_train)
+        tied_weights=True, loss="bce", contractive_weight=lam / d, optimizer=optimizer,
+        learning_rate=lr, batch_size=100, max_epochs=epochs, device=args.device,
+        random_state=seed)
 
 
 def worker(args, index: int) -> None:
