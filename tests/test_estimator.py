@@ -2,6 +2,7 @@
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -265,7 +266,6 @@ def test_fitted_scaling_not_the_parameter_sets_jacobian_units(rng):
 
 def test_score_on_a_dataframe_does_not_warn(X):
     pd = pytest.importorskip("pandas")
-    import warnings
 
     df = pd.DataFrame(X, columns=[f"f{i}" for i in range(7)])
     cae = _small().fit(df)
@@ -280,7 +280,6 @@ def test_inverse_transform_takes_reversed_and_read_only_codes():
     H = cae.transform(X).astype(np.float32)
     frozen = H.copy()
     frozen.flags.writeable = False
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's "not writable" warning included
@@ -304,6 +303,24 @@ def test_jacobian_and_penalty_in_units_far_from_one(unit, hidden):
     np.testing.assert_allclose(J * unit, ref.jacobian(X[:5]), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(cae.penalty(X[:5] * unit) * unit**2, ref.penalty(X[:5]),
                                rtol=1e-5)
+
+
+def test_float32_input_gets_float64_output_where_float32_overflows():
+    """Data in units of 1e-20 as float32: ||J||^2 is about 1e40, past float32's 3.4e38. The
+    result stays float64 (warned) and equals the float64 input's; float32 input whose
+    results fit keeps float32."""
+    X = np.random.default_rng(0).random((60, 5))
+    kw = dict(n_components=3, scaling="minmax", max_epochs=2, device="cpu", random_state=0)
+    cae = ContractiveAutoencoder(**kw).fit(X * 1e-20)
+    small = (X[:4] * 1e-20).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="exceed float32's range"):
+        P = cae.penalty(small)
+    assert P.dtype == np.float64 and np.all(np.isfinite(P)) and P.min() > 1e38
+    np.testing.assert_allclose(P, cae.penalty(small.astype(np.float64)), rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cae.jacobian(small).dtype == np.float32  # entries near 1e20 fit
+        assert cae.transform(small).dtype == np.float32
 
 
 def test_float64_work_runs_on_the_cpu_where_the_device_has_no_float64(monkeypatch):

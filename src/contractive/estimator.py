@@ -12,6 +12,7 @@ import copy
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -282,8 +283,18 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         check_float32_range(scaled, "X" if self.scaling == "none" else "X, scaled,")
         return torch.as_tensor(scaled, dtype=torch.float32)
 
-    def _out_dtype(self, X: np.ndarray) -> np.dtype:
-        return np.float32 if X.dtype == np.float32 else np.float64
+    @staticmethod
+    def _as_out(out: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """``out`` (float64) in the float dtype of ``X``; kept in float64, with a warning,
+        where float32 cannot hold it (Jacobians of data in units of 1e-20, say)."""
+        if X.dtype != np.float32:
+            return out
+        peak = float(np.max(np.abs(out), initial=0.0))
+        if np.isfinite(peak) and peak > float(np.finfo(np.float32).max):
+            warnings.warn(f"values up to {peak:.3g} exceed float32's range: returned in "
+                          "float64 for float32 input", RuntimeWarning, stacklevel=3)
+            return out
+        return out.astype(np.float32)
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -385,7 +396,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def transform(self, X: Any) -> np.ndarray:
         """Codes ``f(x)``, shape ``(n_samples, n_components)``."""
         X = self._check_X(X)
-        return self._map(self._to_tensor(X), self.module_.encode).astype(self._out_dtype(X))
+        return self._as_out(self._map(self._to_tensor(X), self.module_.encode), X)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Reconstructions ``g(h)`` from codes of shape ``(n_samples, n_components)``."""
@@ -400,7 +411,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         check_float32_range(H, "X (codes)")
         codes = torch.from_numpy(np.array(H, dtype=np.float32))  # a copy: any strides, and
         out = self._map(codes, self.module_.decode)  # read-only arrays (pandas) are taken
-        return (out * self.scale_factor_ + self.scale_offset_).astype(self._out_dtype(H))
+        return self._as_out(out * self.scale_factor_ + self.scale_offset_, H)
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """``g(f(x))``, in the units of ``X``."""
@@ -408,7 +419,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def _reconstruct(self, X: np.ndarray) -> np.ndarray:
         out = self._map(self._to_tensor(X), lambda b: self.module_.decode(self.module_.encode(b)))
-        return (out * self.scale_factor_ + self.scale_offset_).astype(self._out_dtype(X))
+        return self._as_out(out * self.scale_factor_ + self.scale_offset_, X)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative mean squared reconstruction error, over samples and features, in the
@@ -454,7 +465,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         rows = max(1, _JAC_ELEMENTS // (k * d))
         out = self._map(self._to_tensor(X).to(dtype), lambda b: module.jacobian(b, scale), rows,
                         device=next(module.parameters()).device)
-        return out.reshape(len(X), k, d).astype(self._out_dtype(X))
+        return self._as_out(out.reshape(len(X), k, d), X)
 
     def penalty(self, X: Any) -> np.ndarray:
         """Per-sample ``||J_f(x)||_F^2``, shape ``(n_samples,)``, exact whatever the training
@@ -465,7 +476,7 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         rows = max(1, _JAC_ELEMENTS // (k * d)) if self.module_.config.hidden_layer_sizes else _ROWS
         out = self._map(self._to_tensor(X).to(dtype), lambda b: module.penalty(b, scale), rows,
                         device=next(module.parameters()).device)
-        return out.astype(self._out_dtype(X))
+        return self._as_out(out, X)
 
     # -- manifold analysis (analysis.py) --------------------------------------------------
 
