@@ -508,6 +508,19 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         the largest gap in the log spectrum (``gap``); see ``contractive.analysis``."""
         return analysis.local_dimension(self.singular_values(X), method=method, energy=energy)
 
+    def tangent_residual(self, X: Any, n_tangents: int, *, reference: Any = None,
+                         n_neighbors: int = 20) -> np.ndarray:
+        """Per sample, the share of the squared offsets to its ``n_neighbors`` nearest rows
+        of ``reference`` (the other rows of ``X`` when None) that lies off
+        ``tangents(X, n_tangents)``: ``(n_samples,)`` in ``[0, 1]``, lower is better. A
+        check of the tangents on data whose true ones are unknown, to compare recipes at
+        the same ``n_tangents``; see ``contractive.analysis.tangent_residual``."""
+        X = self._check_X(X)
+        if reference is not None:
+            reference = self._check_X(reference)
+        return analysis.tangent_residual(X, self.tangents(X, n_tangents), reference,
+                                         n_neighbors=n_neighbors)
+
     def contraction_curve(self, X: Any, radii: Any, *, n_directions: int = 1,
                           random_state: int | None = 0) -> np.ndarray:
         """Mean contraction ratio ``||f(x + r u) - f(x)|| / r`` (``u`` uniform on the unit
