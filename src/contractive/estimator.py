@@ -284,12 +284,13 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return torch.as_tensor(scaled, dtype=torch.float32)
 
     @staticmethod
-    def _as_out(out: np.ndarray, X: np.ndarray) -> np.ndarray:
+    def _as_out(out: np.ndarray, X: np.ndarray, *, may_overflow: bool = True) -> np.ndarray:
         """``out`` (float64) in the float dtype of ``X``; kept in float64, with a warning,
-        where float32 cannot hold it (Jacobians of data in units of 1e-20, say)."""
+        where float32 cannot hold it (Jacobians of data in units of 1e-20, say). Values the
+        float32 network computed (``may_overflow=False``: codes) are not scanned."""
         if X.dtype != np.float32:
             return out
-        peak = float(np.max(np.abs(out), initial=0.0))
+        peak = float(np.max(np.abs(out), initial=0.0)) if may_overflow else 0.0
         if np.isfinite(peak) and peak > float(np.finfo(np.float32).max):
             warnings.warn(f"values up to {peak:.3g} exceed float32's range: returned in "
                           "float64 for float32 input", RuntimeWarning, stacklevel=3)
@@ -396,7 +397,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def transform(self, X: Any) -> np.ndarray:
         """Codes ``f(x)``, shape ``(n_samples, n_components)``."""
         X = self._check_X(X)
-        return self._as_out(self._map(self._to_tensor(X), self.module_.encode), X)
+        return self._as_out(self._map(self._to_tensor(X), self.module_.encode), X,
+                            may_overflow=False)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Reconstructions ``g(h)`` from codes of shape ``(n_samples, n_components)``."""
