@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -105,7 +106,14 @@ def _first_layer(source: str, split, protocol, args):
             codes = first.transform(split.X_train)
             second = _cae(float(rest[0]), codes.shape[1], protocol.pretrain_epochs, "adam",
                           protocol.pretrain_learning_rate, protocol.seed, protocol, args)
-            second.fit(codes).save(folder)
+            second.fit(codes)
+            tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")  # workers may race:
+            second.save(tmp)  # the first rename wins, the others load its model
+            try:
+                tmp.rename(folder)
+            except OSError:
+                shutil.rmtree(tmp)
+                second = ContractiveAutoencoder.load(folder, device=args.device)
         return StackedContractiveAutoencoder.from_encoders([first, second])
     optimizer, lr = (rest[1], float(rest[2])) if len(rest) > 1 else ("adam", 1e-3)
     seed = int(rest[3]) if len(rest) > 3 else 0

@@ -331,8 +331,9 @@ def _random_planes(rng, n, p, d):
 
 @pytest.mark.parametrize("with_reference", [False, True])
 def test_tangent_residual_matches_brute_force(rng, monkeypatch, with_reference):
-    monkeypatch.setattr(A, "CHUNK_ELEMENTS", 50)  # several chunks
+    monkeypatch.setattr(A, "CHUNK_ELEMENTS", 120)  # chunks of 4 rows, the last of 2
     X = rng.normal(size=(30, 5))
+    X[7] = X[3]  # a duplicate among the others: one of the pair is the other's neighbour
     ref = rng.normal(size=(40, 5)) if with_reference else None
     T = _random_planes(rng, 30, 2, 5)
     got = A.tangent_residual(X, T, ref, n_neighbors=6)
@@ -358,6 +359,19 @@ def test_tangent_residual_reads_planes():
     assert true < 0.2 < 0.7 < wrong
 
 
+def test_tangent_residual_is_unchanged_by_a_shift_and_a_scale(rng):
+    """Points far from 0 against their spacing (the neighbour search must not lose them),
+    and units near 1e160 or 1e-170 (whose squares overflow or vanish in float64)."""
+    Z = rng.normal(size=(200, 30))
+    T = _random_planes(rng, 200, 2, 30)
+    ref = A.tangent_residual(Z, T, n_neighbors=10)
+    np.testing.assert_allclose(ref, _brute_residual(Z, T, Z, 10, exclude_self=True),
+                               rtol=1e-10)
+    for X in (1e3 + 1e-3 * Z, 1e6 + Z, 1e160 * Z, 1e-170 * Z):
+        np.testing.assert_allclose(A.tangent_residual(X, T, n_neighbors=10), ref, rtol=1e-7,
+                                   atol=1e-10)
+
+
 def test_tangent_residual_of_coincident_points_is_zero():
     X = np.zeros((4, 3))
     T = np.broadcast_to(np.eye(3)[:1], (4, 1, 3))
@@ -378,8 +392,12 @@ def test_tangent_residual_refuses_bad_input(rng, call, match):
     X, T = rng.normal(size=(10, 4)), _random_planes(rng, 10, 2, 4)
     with pytest.raises(ValueError, match=match):
         call(X, T)
-    with pytest.raises(TypeError, match="real numbers"):
+    with pytest.raises(TypeError, match="X must hold real numbers"):
         A.tangent_residual(X.astype(str), T)
+    with pytest.raises(TypeError, match="tangents must hold real numbers"):
+        A.tangent_residual(X, T.astype(complex))
+    with pytest.raises(ValueError, match=r"1 <= p <= 4"):
+        A.tangent_residual(X, np.broadcast_to(np.eye(5)[None, :, :4], (10, 5, 4)))
 
 
 @pytest.mark.parametrize("name, ambient", [("circle", 10), ("sphere", 12)])
@@ -413,3 +431,30 @@ def test_tangent_scorer_ranks_as_the_true_tangents_do(name, ambient):
                                                   n_neighbors=5))
     with pytest.raises(TypeError, match="needs an estimator with tangents"):
         A.tangent_scorer(1)(object(), m.X)
+
+
+def test_tangent_residual_and_scorer_on_dataframes():
+    """An estimator fitted on a DataFrame takes DataFrames (nullable dtypes too) without
+    feature-name warnings, and the scorer pickles with a fitted search."""
+    import pickle
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    from sklearn.model_selection import GridSearchCV
+
+    m = make_manifold("circle", 200, ambient_dim=4, noise=0.01, random_state=0)
+    df = pd.DataFrame(m.X, columns=[f"f{i}" for i in range(4)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search = GridSearchCV(ContractiveAutoencoder(n_components=2, max_epochs=3,
+                                                     device="cpu", random_state=0),
+                              {"contractive_weight": [0.0, 0.1]}, cv=2,
+                              scoring=A.tangent_scorer(1, n_neighbors=5)).fit(df)
+        est = search.best_estimator_
+        got = est.tangent_residual(df, 1, n_neighbors=5)
+        np.testing.assert_allclose(est.tangent_residual(df.astype("Float64"), 1,
+                                                        n_neighbors=5), got)
+    np.testing.assert_allclose(got, A.tangent_residual(m.X, est.tangents(df, 1),
+                                                       n_neighbors=5))
+    assert repr(A.tangent_scorer(1, n_neighbors=5)) == "tangent_scorer(1, n_neighbors=5)"
+    assert pickle.loads(pickle.dumps(search)).best_params_ == search.best_params_

@@ -67,15 +67,28 @@ def _check_points(X: Any) -> np.ndarray:
     return X
 
 
-def _real_points(X: Any, name: str) -> np.ndarray:
-    """``X`` as float64 points ``(n_points, n_features)``; ``TypeError`` unless real numbers."""
+def _real_array(X: Any, name: str) -> np.ndarray:
+    """``X`` (an array, a list, a pandas frame of any numeric dtype) as float64;
+    ``TypeError`` unless it holds real numbers."""
+    if hasattr(X, "to_numpy"):  # pandas, its nullable dtypes included
+        try:
+            X = X.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must hold real numbers (no missing values): "
+                            f"{exc}") from None
     X = np.asarray(X)
     if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
         raise TypeError(f"{name} must hold real numbers, not {X.dtype}")
-    if X.ndim != 2 or X.shape[0] < 1:
-        raise ValueError(f"{name} of shape {X.shape} must be 2-D (n_points, n_features) with "
-                         "at least 1 point")
     return X.astype(np.float64)
+
+
+def _real_points(X: Any, name: str) -> np.ndarray:
+    """``X`` as float64 points ``(n_points, n_features)``, at least one of each."""
+    X = _real_array(X, name)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"{name} of shape {X.shape} must be 2-D (n_points, n_features) with "
+                         "at least 1 point and 1 feature")
+    return X
 
 
 def _shape(jac: JacobianFn, X: np.ndarray) -> tuple[int, int]:
@@ -226,10 +239,11 @@ def tangent_residual(X: Any, tangents: Any, reference: Any = None, *,
     circle, 8 neighbours barely told a good plane from a poor one, 20-40 did.
     """
     X = _real_points(X, "X")
-    T = np.asarray(tangents, dtype=np.float64)
-    if T.ndim != 3 or T.shape[0] != len(X) or T.shape[2] != X.shape[1] or T.shape[1] < 1:
+    T = _real_array(tangents, "tangents")
+    n, d = X.shape
+    if T.ndim != 3 or T.shape[0] != n or T.shape[2] != d or not 1 <= T.shape[1] <= d:
         raise ValueError(f"tangents of shape {T.shape} must be (n_points, n_tangents, "
-                         f"n_features) = ({len(X)}, p, {X.shape[1]}) with p >= 1")
+                         f"n_features) = ({n}, p, {d}) with 1 <= p <= {d}")
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(T))):
         raise ValueError("X and tangents must be finite")
     gram = T @ np.swapaxes(T, 1, 2)
@@ -246,6 +260,14 @@ def tangent_residual(X: Any, tangents: Any, reference: Any = None, *,
                          + (" (the other rows of X)" if reference is None else ""))
     from sklearn.neighbors import NearestNeighbors
 
+    # residuals are ratios, unchanged by a shift and a scale of all points: centre (the
+    # neighbour search loses digits for points far from 0 against their spacing) and
+    # rescale (squares of 1e160 overflow, of 1e-170 vanish)
+    centre = ref.min(0) / 2 + ref.max(0) / 2
+    X, ref = X - centre, ref - centre
+    unit = max(np.abs(X).max(), np.abs(ref).max())
+    if 0 < unit < np.inf:
+        X, ref = X / unit, ref / unit
     nn = NearestNeighbors(n_neighbors=n_neighbors).fit(ref)
     # without a query, kneighbors leaves each point out of its own neighbours
     neighbors = nn.kneighbors(None if reference is None else X, return_distance=False)
@@ -262,23 +284,33 @@ def tangent_residual(X: Any, tangents: Any, reference: Any = None, *,
     return out
 
 
-def tangent_scorer(n_tangents: int, *, n_neighbors: int = 20) -> Callable[..., float]:
+class TangentScorer:
     """A ``scoring=`` callable ``(estimator, X, y=None) -> float`` for scikit-learn's model
     selection: minus the mean ``tangent_residual`` of ``estimator.tangents(X, n_tangents)``
     among the rows of ``X`` (higher is better). The estimator must have ``tangents`` (a
-    ``ContractiveAutoencoder``, not a pipeline around one)."""
-    n_tangents = check_int("n_tangents", n_tangents, 1)
-    n_neighbors = check_int("n_neighbors", n_neighbors, 1)
+    ``ContractiveAutoencoder``, not a pipeline around one). Picklable, so a fitted search
+    that uses it can be saved."""
 
-    def score(estimator: Any, X: Any, y: Any = None) -> float:
+    def __init__(self, n_tangents: int, *, n_neighbors: int = 20) -> None:
+        self.n_tangents = check_int("n_tangents", n_tangents, 1)
+        self.n_neighbors = check_int("n_neighbors", n_neighbors, 1)
+
+    def __call__(self, estimator: Any, X: Any, y: Any = None) -> float:
         if not hasattr(estimator, "tangents"):
             raise TypeError(f"tangent_scorer needs an estimator with tangents(), not "
                             f"{type(estimator).__name__}")
-        X = np.asarray(X)
-        T = estimator.tangents(X, n_tangents)
-        return -float(np.mean(tangent_residual(X, T, n_neighbors=n_neighbors)))
+        T = estimator.tangents(X, self.n_tangents)  # X as given: feature names kept
+        return -float(np.mean(tangent_residual(X, T, n_neighbors=self.n_neighbors)))
 
-    return score
+    def __repr__(self) -> str:
+        return f"tangent_scorer({self.n_tangents}, n_neighbors={self.n_neighbors})"
+
+
+def tangent_scorer(n_tangents: int, *, n_neighbors: int = 20) -> TangentScorer:
+    """The ``scoring=`` of ``TangentScorer``: ``GridSearchCV(..., scoring=tangent_scorer(d))``
+    chooses the candidate whose tangent planes leave the least of the neighbours' offsets
+    off them."""
+    return TangentScorer(n_tangents, n_neighbors=n_neighbors)
 
 
 def contraction_curve(

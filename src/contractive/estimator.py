@@ -286,8 +286,10 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     @staticmethod
     def _as_out(out: np.ndarray, X: np.ndarray, *, may_overflow: bool = True) -> np.ndarray:
         """``out`` (float64) in the float dtype of ``X``; kept in float64, with a warning,
-        where float32 cannot hold it (Jacobians of data in units of 1e-20, say). Values the
-        float32 network computed (``may_overflow=False``: codes) are not scanned."""
+        where its values exceed float32's range (Jacobians of data in units of 1e-20, say;
+        values below float32's smallest normal number are not caught: pass float64 input
+        for data in units beyond 1e20). Values the float32 network computed
+        (``may_overflow=False``: codes) are not scanned."""
         if X.dtype != np.float32:
             return out
         peak = float(np.max(np.abs(out), initial=0.0)) if may_overflow else 0.0
@@ -520,8 +522,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         X = self._check_X(X)
         if reference is not None:
             reference = self._check_X(reference)
-        return analysis.tangent_residual(X, self.tangents(X, n_tangents), reference,
-                                         n_neighbors=n_neighbors)
+        T = analysis.tangents(self._network_jacobian, X, n_tangents, scale=self.scale_factor_)
+        return analysis.tangent_residual(X, T, reference, n_neighbors=n_neighbors)
 
     def contraction_curve(self, X: Any, radii: Any, *, n_directions: int = 1,
                           random_state: int | None = 0) -> np.ndarray:
