@@ -504,8 +504,11 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """Estimated tangent planes, ``(n_samples, n_tangents, n_features)``: the leading
         right singular vectors of the encoder's Jacobian (with respect to the input the
         network sees), as tangent vectors of the data, orthonormal rows in input units."""
-        return analysis.tangents(self._network_jacobian, self._check_X(X), n_tangents,
-                                 scale=self.scale_factor_)
+        return self._tangents(self._check_X(X), n_tangents)
+
+    def _tangents(self, X: np.ndarray, n_tangents: int) -> np.ndarray:
+        """``tangents`` of a checked ``X``."""
+        return analysis.tangents(self._network_jacobian, X, n_tangents, scale=self.scale_factor_)
 
     def local_dimension(self, X: Any, *, method: str = analysis.LOCAL_DIMENSION_METHOD,
                         energy: float = analysis.LOCAL_DIMENSION_ENERGY) -> np.ndarray:
@@ -524,8 +527,8 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         X = self._check_X(X)
         if reference is not None:
             reference = self._check_X(reference)
-        T = analysis.tangents(self._network_jacobian, X, n_tangents, scale=self.scale_factor_)
-        return analysis.tangent_residual(X, T, reference, n_neighbors=n_neighbors)
+        return analysis.tangent_residual(X, self._tangents(X, n_tangents), reference,
+                                         n_neighbors=n_neighbors)
 
     def contraction_curve(self, X: Any, radii: Any, *, n_directions: int = 1,
                           random_state: int | None = 0) -> np.ndarray:
