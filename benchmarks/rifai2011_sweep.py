@@ -64,6 +64,14 @@ FINETUNE = {
     "mtc-probe1-0.3+seed-2": {"tangent_weight": 0.3, "tangent_probes": 1, "random_state": 2},
     "mtc-probe1-0.3+input-dropout-0.1+seed-1": {"tangent_weight": 0.3, "tangent_probes": 1,
                                                 "input_dropout": 0.1, "random_state": 1},
+    # adversarial training (Goodfellow et al., 2015): half the loss at a fast-gradient step
+    # of size eps (pixel units), sign ("inf") or L2-normalised gradient; about 2x a step
+    **{f"adv-l2-{eps:g}{f'+seed-{seed}' if seed else ''}": {
+        "adversarial_weight": 0.5, "adversarial_epsilon": eps, "adversarial_norm": "l2",
+        **({"random_state": seed} if seed else {})} for eps in (0.5, 1.0, 2.0)
+       for seed in (0, 1, 2)},
+    **{f"adv-inf-{eps:g}": {"adversarial_weight": 0.5, "adversarial_epsilon": eps}
+       for eps in (0.05, 0.1)},
 }
 # (row name, first layer: "cpu:lambda" for a model of --models, or
 # "pretrain:lambda:epochs[:optimizer:learning rate[:seed]]" pre-trained here: Adam 1e-3 and

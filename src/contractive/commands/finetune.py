@@ -5,7 +5,8 @@ trained on the labels, SGD with Nesterov momentum, early stopping on a validatio
 the run's training rows) and reports its error on DATA (default: the run's held-out rows),
 beside the same MLP from random weights and the linear-probe and 5-NN read-outs of the
 frozen codes. ``--tangent-weight`` adds the Manifold Tangent Classifier's term (the MLP made
-flat along the encoder's leading tangents; ``contractive.tangentprop``). Writes
+flat along the encoder's leading tangents; ``contractive.tangentprop``),
+``--adversarial-weight`` adversarial training (both MLPs). Writes
 ``finetune.json`` and the fine-tuned classifier (``finetuned/``, a
 ``FineTunedClassifier.save`` folder: ``contractive.load`` reads it) into RUN_DIR.
 
@@ -33,7 +34,9 @@ EXAMPLE = """examples:
   contractive finetune runs/mnist mnist --max-epochs 50 --json
   contractive finetune runs/mine test.csv --label-column label --no-baseline
   contractive finetune runs/layer1 --stack runs/layer2       # a CAE-2 stack
-  contractive finetune runs/mnist mnist --tangent-weight 1   # Manifold Tangent Classifier"""
+  contractive finetune runs/mnist mnist --tangent-weight 1   # Manifold Tangent Classifier
+  contractive finetune runs/mnist mnist --dropout 0.5 --adversarial-weight 0.5 \
+      --adversarial-epsilon 0.05                             # adversarial training"""
 
 
 def register(sub) -> None:
@@ -63,6 +66,15 @@ def register(sub) -> None:
     p.add_argument("--tangent-probes", type=int, default=0, metavar="INT",
                    help="estimate the tangent term from this many random combinations of the "
                         "tangents (cheaper); default 0: exact")
+    p.add_argument("--adversarial-weight", type=float, default=0.0, metavar="FLOAT",
+                   help="adversarial training: this share of the loss is the cross-entropy "
+                        "at a fast-gradient step from each row, of size --adversarial-epsilon "
+                        "(default 0: off; 0.5 is usual; about 2x the time)")
+    p.add_argument("--adversarial-epsilon", type=float, default=0.1, metavar="FLOAT",
+                   help="size of that step in the encoder's input units (default 0.1)")
+    p.add_argument("--adversarial-norm", default="inf", choices=("inf", "l2"),
+                   help="the step: eps * sign(gradient) (inf, default) or eps * the gradient "
+                        "over its L2 norm (l2)")
     p.add_argument("--validation-fraction", type=float, default=0.1, metavar="FLOAT",
                    help="share of the training rows for early stopping (default 0.1)")
     p.add_argument("--seed", type=int, default=0, metavar="INT",
@@ -101,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
                          "and 1 (exclusive): early stopping needs validation rows")
     params = dict(learning_rate=args.learning_rate, max_epochs=args.max_epochs,
                   batch_size=args.batch_size, validation_fraction=args.validation_fraction,
-                  dropout=args.dropout,
+                  dropout=args.dropout, adversarial_weight=args.adversarial_weight,
+                  adversarial_epsilon=args.adversarial_epsilon,
+                  adversarial_norm=args.adversarial_norm,
                   random_state=args.seed, device=args.device)
     tangent = dict(tangent_weight=args.tangent_weight, n_tangents=args.n_tangents,
                    tangent_probes=args.tangent_probes)
