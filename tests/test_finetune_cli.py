@@ -50,10 +50,18 @@ def test_finetune_reports_and_writes_its_results(run_dir, capsys):
     (["--tangent-weight", "1", "--n-tangents", "0"], "n_tangents=0"),
     (["--tangent-weight", "1", "--tangent-probes", "-2"], "tangent_probes=-2"),
     (["--tangent-weight", "1", "--n-tangents", "17"], "n_tangents=17 must be between 1 and 16"),
+    (["--adversarial-weight", "2"], "adversarial_weight=2.0 must be a finite number in [0, 1]"),
+    (["--adversarial-weight", "0.5", "--adversarial-epsilon", "0"], "adversarial_epsilon=0.0"),
+    (["--adversarial-norm", "l1"], "invalid choice: 'l1'"),
 ])
 def test_bad_options_exit_2(run_dir, capsys, extra, match):
-    assert main(["finetune", str(run_dir), "--device", "cpu", *extra]) == 2
-    assert match in capsys.readouterr().err
+    try:
+        code = main(["finetune", str(run_dir), "--device", "cpu", *extra])
+    except SystemExit as exc:  # argparse's own refusals (choices)
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_manifold_tangent_classifier_from_the_command_line(run_dir, capsys):
@@ -63,6 +71,21 @@ def test_manifold_tangent_classifier_from_the_command_line(run_dir, capsys):
     results = json.loads(capsys.readouterr().out)["results"]
     assert set(results) == {"fine-tuned CAE", "frozen codes"}
     assert 0 <= results["fine-tuned CAE"]["test_error"] < 0.9
+
+
+def test_adversarial_training_from_the_command_line(run_dir, capsys):
+    """Both MLPs (from the encoder and from random weights) train adversarially, and the
+    saved classifier keeps the settings."""
+    assert main(["finetune", str(run_dir), "--max-epochs", "3", "--learning-rate", "0.3",
+                 "--adversarial-weight", "0.5", "--adversarial-epsilon", "0.5",
+                 "--adversarial-norm", "l2", "--device", "cpu", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["fine_tuning"]["adversarial_weight"] == 0.5
+    assert saved["fine_tuning"]["adversarial_norm"] == "l2"
+    assert 0 <= saved["results"]["random init"]["test_error"] < 0.9
+    clf = contractive.load(run_dir / saved["classifier"], device="cpu")
+    assert "adversarial" in clf.history_[0]
+    assert (clf.adversarial_epsilon, clf.module_.adversarial_epsilon) == (0.5, 0.5)
 
 
 def test_unlabelled_data_is_refused(tmp_path, capsys):

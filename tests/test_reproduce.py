@@ -145,6 +145,9 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--seed", "-1"], "seed"),
     (["--jobs", "0"], "--jobs"),
     (["--jobs", "two"], "--jobs"),
+    (["--finetune-adversarial-weight", "2"], "finetune_adversarial_weight=2.0 must be in"),
+    (["--finetune-adversarial-epsilon", "0"], "finetune_adversarial_epsilon=0.0"),
+    (["--finetune-adversarial-norm", "l1"], "invalid choice: 'l1'"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "r"
@@ -156,6 +159,38 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@needs_mnist
+def test_adversarial_fine_tuning_is_a_fine_tuning_option(tmp_path, capsys):
+    """Off by default and then not recorded (runs written before it resume as they were);
+    turned on in a rerun, every stage is fine-tuned again from the kept models."""
+    assert not set(Protocol().to_dict()) & {"finetune_adversarial_weight",
+                                            "finetune_adversarial_epsilon",
+                                            "finetune_adversarial_norm"}
+    out = tmp_path / "r"
+    argv = ["reproduce", "rifai2011", "--quick", "--out", str(out), "--data-dir", MNIST_DIR,
+            "--device", "cpu", "--pretrain-epochs", "1", "--finetune-epochs", "2",
+            "--stacked-weights", "none", "--tangent-weights", "none", "--jobs", "1"]
+    assert main(argv) == 0
+    before = json.loads((out / "stages" / "CAE_lambda_0.1.json").read_text())
+    assert "finetune_adversarial_weight" not in before["finetune_settings"]
+    models = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.safetensors")}
+    capsys.readouterr()
+    assert main([*argv, "--finetune-adversarial-weight", "0.5",
+                 "--finetune-adversarial-epsilon", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "finetune_adversarial_weight" in printed and "done before" not in printed
+    # kept (a CAE+H is added where the choice of lambda changed)
+    assert all(p.stat().st_mtime_ns == t for p, t in models.items())
+    after = json.loads((out / "stages" / "CAE_lambda_0.1.json").read_text())
+    assert {k: after["finetune_settings"][k] for k in (
+        "finetune_adversarial_weight", "finetune_adversarial_epsilon",
+        "finetune_adversarial_norm")} == {"finetune_adversarial_weight": 0.5,
+                                          "finetune_adversarial_epsilon": 0.5,
+                                          "finetune_adversarial_norm": "l2"}
+    assert after["finetune_history"][0]["loss"] != before["finetune_history"][0]["loss"]
+    assert json.loads((out / "protocol.json").read_text())["finetune_adversarial_weight"] == 0.5
 
 
 @pytest.mark.parametrize("existing", ["notes.txt", "config.json"])

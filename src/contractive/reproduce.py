@@ -72,7 +72,7 @@ from .io import atomic_write_bytes, figure_png
 from .readouts import readout_errors
 from .runs import write_json
 from .stacking import StackedContractiveAutoencoder
-from .validation import check_float, check_int
+from .validation import check_choice, check_float, check_int
 
 #: Rifai et al. 2011, Table 1 (MNIST): test error (%), mean squared Jacobian entry, SAT.
 PAPER = {
@@ -113,6 +113,11 @@ class Protocol:
     finetune_lr_patience: int = 20
     finetune_dropout: float = 0.5
     finetune_input_dropout: float = 0.0
+    #: adversarial training in every fine-tuning (``FineTunedClassifier``'s parameters);
+    #: recorded in the run only when the weight is above 0
+    finetune_adversarial_weight: float = 0.0
+    finetune_adversarial_epsilon: float = 1.0
+    finetune_adversarial_norm: str = "l2"
     readout_rows: int = 10_000
     analysis_points: int = 300
     seed: int = 0
@@ -152,11 +157,21 @@ class Protocol:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
         for name in ("finetune_dropout", "finetune_input_dropout"):
             setattr(self, name, check_float(name, getattr(self, name), 0, 1))
+        w = check_float("finetune_adversarial_weight", self.finetune_adversarial_weight, 0)
+        if w > 1:
+            raise ValueError(f"finetune_adversarial_weight={w!r} must be in [0, 1]")
+        self.finetune_adversarial_weight = w
+        self.finetune_adversarial_epsilon = check_float(
+            "finetune_adversarial_epsilon", self.finetune_adversarial_epsilon, 0, low_open=True)
+        check_choice("finetune_adversarial_norm", self.finetune_adversarial_norm, ("inf", "l2"))
         if not 0 <= check_int("seed", self.seed, 0) < 2**32:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32)")
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The fields as JSON values; the adversarial ones only when that training is on (so
+        a run written before they existed resumes with the same protocol)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if self.finetune_adversarial_weight > 0 or k not in ADVERSARIAL_FIELDS}
 
     def finetune_settings(self) -> dict:
         """The fields a stage's results depend on besides its pre-trained model
@@ -169,8 +184,11 @@ class Protocol:
 STAGE_FIELDS = frozenset({
     "n_valid", "n_test", "finetune_epochs", "finetune_learning_rate", "finetune_batch_size",
     "finetune_patience", "finetune_lr_patience", "finetune_dropout", "finetune_input_dropout",
+    "finetune_adversarial_weight", "finetune_adversarial_epsilon", "finetune_adversarial_norm",
     "analysis_points",
 })
+ADVERSARIAL_FIELDS = ("finetune_adversarial_weight", "finetune_adversarial_epsilon",
+                      "finetune_adversarial_norm")
 #: Protocol fields that do not change a pre-trained model, so a resume may change them: the
 #: stage fields, the grids (they add or drop configurations, each with its own model) and
 #: the read-outs (recomputed on every run).
@@ -359,7 +377,10 @@ class Experiment:
             batch_size=p.finetune_batch_size, max_epochs=p.finetune_epochs,
             n_iter_no_change=p.finetune_patience, lr_patience=p.finetune_lr_patience,
             dropout=p.finetune_dropout, input_dropout=p.finetune_input_dropout,
-            tangent_weight=tangent_weight, n_tangents=p.n_tangents,
+            adversarial_weight=p.finetune_adversarial_weight,
+            adversarial_epsilon=p.finetune_adversarial_epsilon,
+            adversarial_norm=p.finetune_adversarial_norm, tangent_weight=tangent_weight,
+            n_tangents=p.n_tangents,
             tangent_probes=p.tangent_probes, device=self.device, random_state=p.seed,
         ).fit(split.X_train, split.y_train, split.X_valid, split.y_valid)
         extra = {}

@@ -95,6 +95,14 @@ def register(sub) -> None:
     p.add_argument("--finetune-epochs", type=int, metavar="INT")
     p.add_argument("--finetune-dropout", type=float, metavar="FLOAT",
                    help="dropout rate on the hidden layer in fine-tuning (default 0.5; 0: none)")
+    p.add_argument("--finetune-adversarial-weight", type=float, metavar="FLOAT",
+                   help="adversarial training in every fine-tuning: this share of the loss at "
+                        "a fast-gradient step from each image (default 0: off)")
+    p.add_argument("--finetune-adversarial-epsilon", type=float, metavar="FLOAT",
+                   help="that step's size, in pixel units (default 1.0)")
+    p.add_argument("--finetune-adversarial-norm", choices=("inf", "l2"),
+                   help="the step: eps * sign(gradient) (inf) or eps * gradient / its L2 norm "
+                        "(l2, default)")
     p.add_argument("--seed", type=int, metavar="INT")
     p.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
                    help="configurations trained at a time, each in its own process (default "
@@ -115,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         ("pretrain_epochs", args.pretrain_epochs),
         ("finetune_epochs", args.finetune_epochs),
         ("finetune_dropout", args.finetune_dropout),
+        ("finetune_adversarial_weight", args.finetune_adversarial_weight),
+        ("finetune_adversarial_epsilon", args.finetune_adversarial_epsilon),
+        ("finetune_adversarial_norm", args.finetune_adversarial_norm),
         ("seed", args.seed),
     ) if value is not None}
     protocol = Protocol.quick_protocol(**overrides) if args.quick else Protocol(**overrides)
