@@ -93,11 +93,20 @@ ROWS += [(f"pretrain-sgd-{lr:g}-{ep} lambda {lam}", f"pretrain:{lam}:{ep}:sgd:{l
 # here as the reproduction trains it, and saved there, when --models has none)
 ROWS += [(f"cae2-{ft} lambda 0.1", "cae2:0.1:0.1", ft) for ft in ("mtc-probe1-0.3", "base")]
 ROWS += [("cae2-mtc-probe1-0.3 lambda 0.3", "cae2:0.3:0.1", "mtc-probe1-0.3")]
+# the baselines fine-tuned the same way: the MLP from random weights ("random"), and the
+# reproduction's plain AE ("cpu:AE", a model of --models)
+ROWS += [(f"{ft} {name}", source, ft) for ft in ("adv-l2-1", "adv-l2-1+seed-1")
+         for name, source in (("random init", "random"), ("AE", "cpu:AE"))]
+ROWS += [(f"cae2-adv-l2-1 lambda {lam}", f"cae2:{lam}:0.1", "adv-l2-1") for lam in (0.1, 0.3)]
 
 
 def _first_layer(source: str, split, protocol, args):
     from contractive import ContractiveAutoencoder
 
+    if source == "random":
+        return None  # FineTunedClassifier(None): the same MLP from random weights
+    if source == "cpu:AE":
+        return ContractiveAutoencoder.load(Path(args.models) / "AE", device=args.device)
     kind, lam, *rest = source.split(":")
     if kind == "cpu":
         return ContractiveAutoencoder.load(Path(args.models) / f"CAE_lambda_{lam}",
