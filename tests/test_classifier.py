@@ -533,7 +533,7 @@ def test_adversarial_term_in_training_only_and_with_tangents():
 
 
 def test_adversarial_fine_tuning_resists_the_attack_it_trains_on(digits):
-    """Trained against steps of 0.1 (in standardised units), the classifier's error at such
+    """Trained against steps of 0.3 (in standardised units), the classifier's error at such
     steps is lower than a plain one's, and its fit is deterministic."""
     X, y = digits.X_train, digits.y_train
     cae = _cae(scaling="standard", max_epochs=3).fit(X)
@@ -581,3 +581,49 @@ def test_adversarial_settings_survive_save_and_load(small, tmp_path):
             back.module_.adversarial_norm) == (0.4, 0.2, "l2")
     assert back.get_params()["adversarial_norm"] == "l2"
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("boost", [40.0, 60.0])
+def test_l2_step_has_size_eps_even_where_the_gradient_is_tiny(boost):
+    """Confident rows have gradients of 1e-30 to 1e-44, whose squares underflow float32: the
+    step must still have norm eps (in the scaled input), not blow up."""
+    torch.manual_seed(0)
+    m = ClassifierModule([50, 20], 4, "sigmoid", seed=0, adversarial_weight=0.5,
+                         adversarial_epsilon=1.0, adversarial_norm="l2").train()
+    x = torch.rand(64, 50)
+    with torch.no_grad():
+        m.head.weight.mul_(boost)  # logit margins of a hundred or more
+        y = m.logits(x).argmax(1)
+    seen = []
+    real = m.logits
+
+    def spy(inputs, generator=None):
+        seen.append(inputs.detach())
+        return real(inputs, generator)
+
+    m.logits = spy
+    terms = m(x, y)
+    step = (seen[1] - seen[0]).norm(dim=1)
+    assert torch.isfinite(terms["loss"])
+    torch.testing.assert_close(step, torch.ones(64), rtol=1e-5, atol=0)
+
+
+def test_a_classifier_pickled_before_adversarial_training_works(small, tmp_path):
+    """A pickle from before the adversarial parameters existed: read as weight 0."""
+    import pickle
+
+    X, y, cae = small
+    clf = FineTunedClassifier(cae, max_epochs=1, device="cpu", random_state=0).fit(X, y)
+    expected = clf.predict_proba(X)
+    for name in ("adversarial_weight", "adversarial_epsilon", "adversarial_norm"):
+        del clf.__dict__[name], clf.module_.__dict__[name]
+    old = pickle.loads(pickle.dumps(clf))
+    assert old.get_params()["adversarial_weight"] == 0.0 and "adversarial_norm" in repr(
+        old.set_params(adversarial_norm="l2"))
+    assert not old.module_.adversarial_weight and old.module_.graph_safe
+    np.testing.assert_array_equal(old.predict_proba(X), expected)
+    saved = FineTunedClassifier.load(old.save(tmp_path / "c"), device="cpu")
+    np.testing.assert_array_equal(saved.predict_proba(X), expected)
+    t = torch.as_tensor(np.searchsorted(old.classes_, y))
+    assert set(old.module_.train()(clf._shifted(X), t)) == {"loss", "error"}
+    old.fit(X, y)

@@ -51,6 +51,9 @@ def test_finetune_reports_and_writes_its_results(run_dir, capsys):
     (["--tangent-weight", "1", "--tangent-probes", "-2"], "tangent_probes=-2"),
     (["--tangent-weight", "1", "--n-tangents", "17"], "n_tangents=17 must be between 1 and 16"),
     (["--adversarial-weight", "2"], "adversarial_weight=2.0 must be a finite number in [0, 1]"),
+    (["--adversarial-weight", "-1"], "adversarial_weight=-1.0 must be a finite number in [0, 1]"),
+    (["--adversarial-epsilon", "0.3"], "need --adversarial-weight above 0"),
+    (["--adversarial-norm", "l2"], "need --adversarial-weight above 0"),
     (["--adversarial-weight", "0.5", "--adversarial-epsilon", "0"], "adversarial_epsilon=0.0"),
     (["--adversarial-norm", "l1"], "invalid choice: 'l1'"),
 ])
@@ -74,8 +77,8 @@ def test_manifold_tangent_classifier_from_the_command_line(run_dir, capsys):
 
 
 def test_adversarial_training_from_the_command_line(run_dir, capsys):
-    """Both MLPs (from the encoder and from random weights) train adversarially, and the
-    saved classifier keeps the settings."""
+    """The fine-tuning settings (both MLPs get them) are recorded, and the saved classifier
+    keeps them."""
     assert main(["finetune", str(run_dir), "--max-epochs", "3", "--learning-rate", "0.3",
                  "--adversarial-weight", "0.5", "--adversarial-epsilon", "0.5",
                  "--adversarial-norm", "l2", "--device", "cpu", "--json"]) == 0

@@ -145,9 +145,13 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--seed", "-1"], "seed"),
     (["--jobs", "0"], "--jobs"),
     (["--jobs", "two"], "--jobs"),
-    (["--finetune-adversarial-weight", "2"], "finetune_adversarial_weight=2.0 must be in"),
-    (["--finetune-adversarial-epsilon", "0"], "finetune_adversarial_epsilon=0.0"),
+    (["--finetune-adversarial-weight", "2"], "finetune_adversarial_weight=2.0 must be a"),
+    (["--finetune-adversarial-weight", "-1"], "finetune_adversarial_weight=-1.0 must be a"),
+    (["--finetune-adversarial-epsilon", "1"], "need --finetune-adversarial-weight above 0"),
+    (["--finetune-adversarial-weight", "0.5", "--finetune-adversarial-epsilon", "0"],
+     "finetune_adversarial_epsilon=0.0"),
     (["--finetune-adversarial-norm", "l1"], "invalid choice: 'l1'"),
+    (["--finetune-adversarial-norm", "inf"], "need --finetune-adversarial-weight above 0"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "r"
@@ -191,6 +195,7 @@ def test_adversarial_fine_tuning_is_a_fine_tuning_option(tmp_path, capsys):
                                           "finetune_adversarial_norm": "l2"}
     assert after["finetune_history"][0]["loss"] != before["finetune_history"][0]["loss"]
     assert json.loads((out / "protocol.json").read_text())["finetune_adversarial_weight"] == 0.5
+    assert "adversarial training (weight 0.5, eps 0.5, l2 step)" in (out / "table.md").read_text()
 
 
 @pytest.mark.parametrize("existing", ["notes.txt", "config.json"])

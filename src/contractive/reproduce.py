@@ -157,12 +157,13 @@ class Protocol:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
         for name in ("finetune_dropout", "finetune_input_dropout"):
             setattr(self, name, check_float(name, getattr(self, name), 0, 1))
-        w = check_float("finetune_adversarial_weight", self.finetune_adversarial_weight, 0)
-        if w > 1:
-            raise ValueError(f"finetune_adversarial_weight={w!r} must be in [0, 1]")
-        self.finetune_adversarial_weight = w
+        w = self.finetune_adversarial_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
+            raise ValueError(f"finetune_adversarial_weight={w!r} must be a finite number in "
+                             "[0, 1]")
+        self.finetune_adversarial_weight = w = float(w)
         self.finetune_adversarial_epsilon = check_float(
-            "finetune_adversarial_epsilon", self.finetune_adversarial_epsilon, 0, low_open=True)
+            "finetune_adversarial_epsilon", self.finetune_adversarial_epsilon, 0, low_open=w > 0)
         check_choice("finetune_adversarial_norm", self.finetune_adversarial_norm, ("inf", "l2"))
         if not 0 <= check_int("seed", self.seed, 0) < 2**32:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32)")
@@ -713,6 +714,10 @@ def format_table(summary: dict) -> str:
         f"{p['n_hidden']} sigmoid units; {summary['machine']}; training time of every "
         f"configuration summed {summary['total_compute_s'] / 60:.1f} min (this invocation's "
         f"wall time {summary['wall_time_s'] / 60:.1f} min)"
+        + ("; every MLP fine-tuned with adversarial training (weight "
+           f"{p['finetune_adversarial_weight']:g}, eps {p['finetune_adversarial_epsilon']:g}, "
+           f"{p['finetune_adversarial_norm']} step)"
+           if p.get("finetune_adversarial_weight") else "")
         + (" (quick mode: not the paper's protocol)" if p["quick"] else "")
     )
     return "\n".join(lines) + "\n"

@@ -35,8 +35,7 @@ EXAMPLE = """examples:
   contractive finetune runs/mine test.csv --label-column label --no-baseline
   contractive finetune runs/layer1 --stack runs/layer2       # a CAE-2 stack
   contractive finetune runs/mnist mnist --tangent-weight 1   # Manifold Tangent Classifier
-  contractive finetune runs/mnist mnist --dropout 0.5 --adversarial-weight 0.5 \
-      --adversarial-epsilon 0.05                             # adversarial training"""
+  contractive finetune runs/mnist mnist --adversarial-weight 0.5   # adversarial training"""
 
 
 def register(sub) -> None:
@@ -67,12 +66,15 @@ def register(sub) -> None:
                    help="estimate the tangent term from this many random combinations of the "
                         "tangents (cheaper); default 0: exact")
     p.add_argument("--adversarial-weight", type=float, default=0.0, metavar="FLOAT",
-                   help="adversarial training: this share of the loss is the cross-entropy "
-                        "at a fast-gradient step from each row, of size --adversarial-epsilon "
-                        "(default 0: off; 0.5 is usual; about 2x the time)")
-    p.add_argument("--adversarial-epsilon", type=float, default=0.1, metavar="FLOAT",
-                   help="size of that step in the encoder's input units (default 0.1)")
-    p.add_argument("--adversarial-norm", default="inf", choices=("inf", "l2"),
+                   help="adversarial training (both MLPs): this share of the loss is the "
+                        "cross-entropy at a fast-gradient step from each row, of size "
+                        "--adversarial-epsilon (default 0: off; 0.5 is usual; about 2.5-3x "
+                        "the time)")
+    p.add_argument("--adversarial-epsilon", type=float, default=None, metavar="FLOAT",
+                   help="size of that step in the units the MLP takes (default 0.1): the "
+                        "encoder's scaled units, the data's for the random-init MLP (the same "
+                        "where the run has no --scaling)")
+    p.add_argument("--adversarial-norm", default=None, choices=("inf", "l2"),
                    help="the step: eps * sign(gradient) (inf, default) or eps * the gradient "
                         "over its L2 norm (l2)")
     p.add_argument("--validation-fraction", type=float, default=0.1, metavar="FLOAT",
@@ -111,11 +113,16 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.validation_fraction < 1:
         raise ValueError(f"--validation-fraction {args.validation_fraction:g} must be between 0 "
                          "and 1 (exclusive): early stopping needs validation rows")
+    if args.adversarial_weight == 0 and (args.adversarial_epsilon is not None
+                                         or args.adversarial_norm is not None):
+        raise ValueError("--adversarial-epsilon and --adversarial-norm need "
+                         "--adversarial-weight above 0 (adversarial training is off without it)")
     params = dict(learning_rate=args.learning_rate, max_epochs=args.max_epochs,
                   batch_size=args.batch_size, validation_fraction=args.validation_fraction,
                   dropout=args.dropout, adversarial_weight=args.adversarial_weight,
-                  adversarial_epsilon=args.adversarial_epsilon,
-                  adversarial_norm=args.adversarial_norm,
+                  adversarial_epsilon=0.1 if args.adversarial_epsilon is None
+                  else args.adversarial_epsilon,
+                  adversarial_norm=args.adversarial_norm or "inf",
                   random_state=args.seed, device=args.device)
     tangent = dict(tangent_weight=args.tangent_weight, n_tangents=args.n_tangents,
                    tangent_probes=args.tangent_probes)

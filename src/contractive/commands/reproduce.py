@@ -114,6 +114,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.finetune_adversarial_weight and (args.finetune_adversarial_epsilon is not None
+                                                 or args.finetune_adversarial_norm is not None):
+        raise ValueError("--finetune-adversarial-epsilon and --finetune-adversarial-norm need "
+                         "--finetune-adversarial-weight above 0 (off without it)")
     overrides = {name: value for name, value in (
         ("contractive_weights", args.weights),
         ("higher_order_weights", args.higher_order_weights),
