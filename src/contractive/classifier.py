@@ -21,7 +21,6 @@ models.
 
 from __future__ import annotations
 
-import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -470,12 +469,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 for name in ("dropout", "input_dropout")}
 
     def _adversarial_settings(self) -> dict[str, Any]:
-        weight = self.adversarial_weight
-        if not (isinstance(weight, numbers.Real) and not isinstance(weight, bool)
-                and 0 <= weight <= 1):  # (nan fails too)
-            raise ValueError(f"adversarial_weight={weight!r} must be a finite number in [0, 1]: "
-                             "the adversarial share of the loss")
-        weight = float(weight)
+        weight = check_float("adversarial_weight", self.adversarial_weight, 0, 1,
+                             high_closed=True)
         norm = check_choice("adversarial_norm", self.adversarial_norm, ("inf", "l2"))
         eps = check_float("adversarial_epsilon", self.adversarial_epsilon, 0,
                           low_open=weight > 0)

@@ -157,11 +157,9 @@ class Protocol:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
         for name in ("finetune_dropout", "finetune_input_dropout"):
             setattr(self, name, check_float(name, getattr(self, name), 0, 1))
-        w = self.finetune_adversarial_weight
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
-            raise ValueError(f"finetune_adversarial_weight={w!r} must be a finite number in "
-                             "[0, 1]")
-        self.finetune_adversarial_weight = w = float(w)
+        self.finetune_adversarial_weight = w = check_float(
+            "finetune_adversarial_weight", self.finetune_adversarial_weight, 0, 1,
+            high_closed=True)
         self.finetune_adversarial_epsilon = check_float(
             "finetune_adversarial_epsilon", self.finetune_adversarial_epsilon, 0, low_open=w > 0)
         check_choice("finetune_adversarial_norm", self.finetune_adversarial_norm, ("inf", "l2"))

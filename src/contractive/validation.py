@@ -30,16 +30,18 @@ def check_int(name: str, value: Any, low: int) -> int:
 
 
 def check_float(name: str, value: Any, low: float, high: float | None = None,
-                 *, low_open: bool = False) -> float:
+                 *, low_open: bool = False, high_closed: bool = False) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
     if ok and abs(value) > FLOAT32_MAX:
         raise ValueError(f"{name}={value!r} is too large in magnitude: float32 holds "
                          f"numbers up to {FLOAT32_MAX:.4g}")
     if ok:
         ok = value > low if low_open else value >= low
-        ok = ok and (high is None or value < high)
+        ok = ok and (high is None or value < high or (high_closed and value == high))
     if not ok:
         bound = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high else "")
+        if high is not None and high_closed and not low_open:
+            bound = f"in [{low:g}, {high:g}]"
         raise ValueError(f"{name}={value!r} must be a finite number {bound}")
     return float(value)
 
