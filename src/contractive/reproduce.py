@@ -99,7 +99,7 @@ class Protocol:
     higher_order_weights: tuple[float, ...] = (0.1,)
     higher_order_sigma: float = 0.1
     weight_decays: tuple[float, ...] = (0.01,)
-    stacked_weights: tuple[float, ...] = (0.1,)
+    stacked_weights: tuple[float, ...] = ()
     tangent_weights: tuple[float, ...] = ()
     n_tangents: int = 15
     tangent_probes: int = 1
@@ -113,9 +113,9 @@ class Protocol:
     finetune_lr_patience: int = 20
     finetune_dropout: float = 0.5
     finetune_input_dropout: float = 0.0
-    #: adversarial training in every fine-tuning (``FineTunedClassifier``'s parameters);
-    #: recorded in the run only when the weight is above 0
-    finetune_adversarial_weight: float = 0.0
+    #: adversarial training in every fine-tuning (``FineTunedClassifier``'s parameters; not
+    #: the paper's); recorded in the run only when the weight is above 0
+    finetune_adversarial_weight: float = 0.5
     finetune_adversarial_epsilon: float = 1.0
     finetune_adversarial_norm: str = "l2"
     readout_rows: int = 10_000
