@@ -21,11 +21,12 @@ def test_configurations_follow_the_selection_order():
     assert [c["family"] for c in first] == ["CAE"] * 2 + ["AE+wd", "AE", "random init"]
     later = configurations(p, cae_weight=0.1)
     assert [c["contractive_weight"] for c in later if c["family"] == "CAE+H"] == [0.1]
-    # CAE-2 stacks on the chosen CAE, one configuration per second-layer weight
-    stacked = [c for c in later if c["family"] == "CAE-2"]
-    assert [(c["contractive_weight"], c["stacked_weight"]) for c in stacked] == [(0.1, 0.1)]
-    assert not any(c["family"] == "CAE-2"
-                   for c in configurations(Protocol(stacked_weights=()), cae_weight=0.1))
+    # CAE-2: only when asked for, on the chosen CAE, one configuration per second-layer weight
+    assert not any(c["family"] == "CAE-2" for c in later)
+    stacked = [c for c in configurations(Protocol(stacked_weights=(0.1, 0.2)), cae_weight=0.3)
+               if c["family"] == "CAE-2"]
+    assert [(c["contractive_weight"], c["stacked_weight"]) for c in stacked] == [(0.3, 0.1),
+                                                                                (0.3, 0.2)]
     # MTC: only when asked for, on the chosen CAE, one configuration per beta
     assert not any(c["family"] == "MTC" for c in later)
     mtc = [c for c in configurations(Protocol(tangent_weights=(0.1, 0.3)), cae_weight=0.3)
@@ -82,6 +83,7 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "1.14%" in table and "quick mode" in table and table in printed
     assert "| CAE-2 |" in table
+    assert "adversarial training (weight 0.5, eps 1, l2 step)" in table  # the default
     # MTC (quick mode has beta 0.3): the chosen CAE, fine-tuned along its tangents
     mtc = results["chosen"]["MTC"]
     assert mtc["contractive_weight"] == results["chosen"]["CAE"]["contractive_weight"]
@@ -147,11 +149,14 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--jobs", "two"], "--jobs"),
     (["--finetune-adversarial-weight", "2"], "finetune_adversarial_weight=2.0 must be a"),
     (["--finetune-adversarial-weight", "-1"], "finetune_adversarial_weight=-1.0 must be a"),
-    (["--finetune-adversarial-epsilon", "1"], "need --finetune-adversarial-weight above 0"),
+    (["--finetune-adversarial-weight", "0", "--finetune-adversarial-epsilon", "1"],
+     "need --finetune-adversarial-weight above 0"),
     (["--finetune-adversarial-weight", "0.5", "--finetune-adversarial-epsilon", "0"],
      "finetune_adversarial_epsilon=0.0"),
     (["--finetune-adversarial-norm", "l1"], "invalid choice: 'l1'"),
-    (["--finetune-adversarial-norm", "inf"], "need --finetune-adversarial-weight above 0"),
+    (["--finetune-adversarial-weight", "0", "--finetune-adversarial-norm", "inf"],
+     "need --finetune-adversarial-weight above 0"),
+    (["--finetune-adversarial-epsilon", "-1"], "finetune_adversarial_epsilon=-1.0"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "r"
@@ -167,32 +172,31 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, extra, match):
 
 @needs_mnist
 def test_adversarial_fine_tuning_is_a_fine_tuning_option(tmp_path, capsys):
-    """Off by default and then not recorded (runs written before it resume as they were);
-    turned on in a rerun, every stage is fine-tuned again from the kept models."""
-    assert not set(Protocol().to_dict()) & {"finetune_adversarial_weight",
-                                            "finetune_adversarial_epsilon",
-                                            "finetune_adversarial_norm"}
+    """On by default (weight 0.5, an L2 step of 1.0); switched off with weight 0, it is not
+    recorded (runs written before it existed resume as they were); turned on in a rerun,
+    every stage is fine-tuned again from the kept models."""
+    names = ("finetune_adversarial_weight", "finetune_adversarial_epsilon",
+             "finetune_adversarial_norm")
+    assert {k: Protocol().to_dict()[k] for k in names} == dict(zip(names, (0.5, 1.0, "l2")))
+    assert not set(Protocol(finetune_adversarial_weight=0).to_dict()) & set(names)
     out = tmp_path / "r"
     argv = ["reproduce", "rifai2011", "--quick", "--out", str(out), "--data-dir", MNIST_DIR,
             "--device", "cpu", "--pretrain-epochs", "1", "--finetune-epochs", "2",
             "--stacked-weights", "none", "--tangent-weights", "none", "--jobs", "1"]
-    assert main(argv) == 0
+    assert main([*argv, "--finetune-adversarial-weight", "0"]) == 0
     before = json.loads((out / "stages" / "CAE_lambda_0.1.json").read_text())
     assert "finetune_adversarial_weight" not in before["finetune_settings"]
+    assert "adversarial" not in (out / "table.md").read_text()
     models = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.safetensors")}
     capsys.readouterr()
-    assert main([*argv, "--finetune-adversarial-weight", "0.5",
-                 "--finetune-adversarial-epsilon", "0.5"]) == 0
+    assert main([*argv, "--finetune-adversarial-epsilon", "0.5"]) == 0  # weight: the default
     printed = capsys.readouterr().out
     assert "finetune_adversarial_weight" in printed and "done before" not in printed
     # kept (a CAE+H is added where the choice of lambda changed)
     assert all(p.stat().st_mtime_ns == t for p, t in models.items())
     after = json.loads((out / "stages" / "CAE_lambda_0.1.json").read_text())
-    assert {k: after["finetune_settings"][k] for k in (
-        "finetune_adversarial_weight", "finetune_adversarial_epsilon",
-        "finetune_adversarial_norm")} == {"finetune_adversarial_weight": 0.5,
-                                          "finetune_adversarial_epsilon": 0.5,
-                                          "finetune_adversarial_norm": "l2"}
+    assert {k: after["finetune_settings"][k] for k in names} == dict(zip(names,
+                                                                          (0.5, 0.5, "l2")))
     assert after["finetune_history"][0]["loss"] != before["finetune_history"][0]["loss"]
     assert json.loads((out / "protocol.json").read_text())["finetune_adversarial_weight"] == 0.5
     assert "adversarial training (weight 0.5, eps 0.5, l2 step)" in (out / "table.md").read_text()
