@@ -9,16 +9,21 @@ Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for 
   at the CAE's choice, grid over gamma), AE with weight decay (grid), plain AE. Beside
   Table 1, CAE-2, the paper's stacked CAE (its Table 2, there on other data): a second CAE
   of the same kind trained on the codes of the chosen CAE (grid over its weight lambda2),
-  fine-tuned as a 784-1000-1000-10 MLP; ``stacked_weights=()`` leaves it out. And MTC, the
+  fine-tuned as a 784-1000-1000-10 MLP (``stacked_weights``, default none: with adversarial
+  fine-tuning it would add about 100 minutes on a 2-core CPU, estimated). And MTC, the
   Manifold Tangent Classifier (Rifai et al., NIPS 2011): the chosen CAE fine-tuned as the
   CAE is, with the term ``beta * sum_i ||(dp/dx) u_i||^2`` over its ``n_tangents`` leading
   tangents at each training image (``classifier.FineTunedClassifier(tangent_weight=)``;
   estimated from ``tangent_probes`` random combinations of them); grid over beta
-  (``tangent_weights``, default none: it adds about 40 minutes a value on a 2-core CPU).
+  (``tangent_weights``, default none: it adds about 40 minutes a value on a 2-core CPU
+  without adversarial fine-tuning, more with it).
 * Fine-tuning: the encoder initialises a 784-1000-10 MLP (softmax head) trained on the
   labels (``classifier.FineTunedClassifier``: SGD, Nesterov momentum, the learning rate
   halved on a validation plateau, early stopping on the validation error, dropout on the
-  hidden layer); "random" is the same MLP from random weights, trained the same way.
+  hidden layer and, not in the paper, adversarial training: ``finetune_adversarial_weight``
+  0.5 of the cross-entropy at an L2 step of ``finetune_adversarial_epsilon`` 1.0 (pixel
+  units) from each image; weight 0 is the paper's fine-tuning); "random" is the same MLP
+  from random weights, trained the same way.
 * Selection: in each family, the configuration with the lowest validation error after
   fine-tuning; its test error is reported (the test set is used for nothing else).
 

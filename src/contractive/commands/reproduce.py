@@ -26,7 +26,7 @@ EXAMPLE = """examples:
   contractive reproduce rifai2011 --finetune-adversarial-weight 0 --out runs/r0  # the paper's
                                                       # fine-tuning: no adversarial term"""
 EXPERIMENTS = ("rifai2011",)
-#: the most processes ``--jobs auto`` starts: the default run has 7 configurations, and
+#: the most processes ``--jobs auto`` starts: the default run has 6 configurations, and
 #: each process holds its own copy of MNIST
 MAX_AUTO_JOBS = 4
 
@@ -89,8 +89,8 @@ def register(sub) -> None:
                    help="AE+wd weight decays tried, paper scale (default 0.01)")
     p.add_argument("--stacked-weights", type=_floats_or_none, metavar="W2,...",
                    help="CAE-2 second-layer weights tried, paper scale (default none: CAE-2 "
-                        "left out; with adversarial fine-tuning it adds about 100 minutes "
-                        "on a 2-core CPU)")
+                        "left out; with adversarial fine-tuning it would add about 100 "
+                        "minutes on a 2-core CPU, estimated)")
     p.add_argument("--tangent-weights", type=_floats_or_none, metavar="B,...",
                    help="MTC (the chosen CAE fine-tuned flat along its tangents) weights beta "
                         "tried (default none: MTC left out)")
