@@ -1,5 +1,6 @@
 """What moves the fine-tuned CAE's MNIST error: one change at a time from the defaults of
-``contractive reproduce rifai2011`` (CAE, lambda 0.3 on the paper's scale).
+``contractive reproduce rifai2011`` before adversarial fine-tuning (today's
+``--finetune-adversarial-weight 0``; CAE, lambda 0.3 on the paper's scale).
 
     python benchmarks/rifai2011_ablations.py --data-dir DIR [--only NAME ...] [--json OUT]
         [--cae MODEL_DIR]
@@ -12,8 +13,9 @@ the variants run replace theirs, the others stay.
 * ``default``: 50 Adam epochs; fine-tuning without dropout, patience 20, plateau patience
   10, at most 150 epochs, batch 100 (the reproduction's defaults before dropout).
 * ``dropout``: dropout 0.5 on the hidden layer, patience 40, plateau patience 20, at most
-  250 epochs (the reproduction's defaults now); ``dropout-seed-1`` / ``dropout-seed-2``: its
-  fine-tuning seeds; ``dropout-input``: plus input dropout 0.2.
+  250 epochs (the reproduction's defaults before adversarial fine-tuning);
+  ``dropout-seed-1`` / ``dropout-seed-2``: its fine-tuning seeds; ``dropout-input``: plus
+  input dropout 0.2.
 * ``short-schedule``: plateau patience 3, early-stopping patience 10, at most 60 epochs.
 * ``batch-20``: fine-tuning batch 20 at learning rate 0.02.
 * ``pretrain-20`` / ``pretrain-150``: 20 or 150 pre-training epochs.

@@ -5,7 +5,9 @@
 
 Each row fine-tunes a 784-1000-10 MLP from a one-layer CAE (1000 sigmoid units, tied,
 cross-entropy, as ``contractive reproduce rifai2011``) with the reproduction's fine-tuning
-settings (``Protocol``) and one change, and reports its validation and test error. The
+settings (``Protocol``) without the adversarial term (``base``: today's
+``--finetune-adversarial-weight 0``; the ``adv-l2-1`` rows are today's defaults) and one
+change, and reports its validation and test error. The
 first layers come from ``--models`` (a reproduction run's ``models/`` folder: its
 ``CAE_lambda_0.1`` and ``CAE_lambda_0.3``) or are pre-trained here (the ``pretrain-*``
 rows). Any choice among rows is made on validation error; the test column is reported,
@@ -95,7 +97,8 @@ ROWS += [(f"cae2-{ft} lambda 0.1", "cae2:0.1:0.1", ft) for ft in ("mtc-probe1-0.
 ROWS += [("cae2-mtc-probe1-0.3 lambda 0.3", "cae2:0.3:0.1", "mtc-probe1-0.3")]
 # the baselines fine-tuned the same way: the MLP from random weights ("random"), and the
 # reproduction's plain AE ("cpu:AE", a model of --models)
-ROWS += [(f"{ft} {name}", source, ft) for ft in ("adv-l2-1", "adv-l2-1+seed-1")
+ROWS += [(f"{ft} {name}", source, ft)
+         for ft in ("adv-l2-1", "adv-l2-1+seed-1", "adv-l2-1+seed-2")
          for name, source in (("random init", "random"), ("AE", "cpu:AE"))]
 ROWS += [(f"cae2-adv-l2-1 lambda {lam}", f"cae2:{lam}:0.1", "adv-l2-1") for lam in (0.1, 0.3)]
 

@@ -178,7 +178,11 @@ def test_adversarial_fine_tuning_is_a_fine_tuning_option(tmp_path, capsys):
     names = ("finetune_adversarial_weight", "finetune_adversarial_epsilon",
              "finetune_adversarial_norm")
     assert {k: Protocol().to_dict()[k] for k in names} == dict(zip(names, (0.5, 1.0, "l2")))
-    assert not set(Protocol(finetune_adversarial_weight=0).to_dict()) & set(names)
+    off = Protocol(finetune_adversarial_weight=0)
+    assert not set(off.to_dict()) & set(names)
+    # what a worker process rebuilds from the dict: weight 0 stays 0, not the default
+    for p in (Protocol(), off, Protocol.quick_protocol(finetune_adversarial_norm="inf")):
+        assert Protocol.from_dict(p.to_dict()) == p
     out = tmp_path / "r"
     argv = ["reproduce", "rifai2011", "--quick", "--out", str(out), "--data-dir", MNIST_DIR,
             "--device", "cpu", "--pretrain-epochs", "1", "--finetune-epochs", "2",
@@ -250,6 +254,24 @@ def test_jobs_auto_is_one_process_per_core_on_a_cpu_and_one_elsewhere():
 
 
 @needs_mnist
+def test_worker_processes_keep_adversarial_training_off(tmp_path):
+    """Weight 0 is left out of the protocol sent to a worker; the worker must not read that
+    as the default (0.5)."""
+    protocol = Protocol.quick_protocol(pretrain_epochs=1, finetune_epochs=1,
+                                       contractive_weights=(0.1,), stacked_weights=(),
+                                       tangent_weights=(), finetune_adversarial_weight=0)
+    logs = []
+    Experiment(tmp_path / "r", protocol, device="cpu", data_dir=MNIST_DIR, jobs=2, threads=1,
+               log=logs.append).run()
+    stages = list((tmp_path / "r" / "stages").glob("*.json"))
+    assert len(stages) == 5 and sum("started" in line for line in logs) == 5
+    for stage in stages:
+        settings = json.loads(stage.read_text())["finetune_settings"]
+        assert settings == protocol.finetune_settings()
+        assert "finetune_adversarial_weight" not in settings
+
+
+@needs_mnist
 def test_worker_processes_give_the_serial_results_and_stop_on_an_error(tmp_path):
     """Two configurations at a time, each in its own process, one torch thread each (as the
     serial run here): every stage's numbers are the serial run's, the ones that wait for the
@@ -274,6 +296,9 @@ def test_worker_processes_give_the_serial_results_and_stop_on_an_error(tmp_path)
     assert not any("started" in line for line in logs[1])
     assert "2 processes at a time" in runs[2]["machine"]
     assert (tmp_path / "j2" / "table.md").read_text().count("| MTC |") == 1
+    for stage in (tmp_path / "j2" / "stages").glob("*.json"):  # the workers' protocol
+        settings = json.loads(stage.read_text())["finetune_settings"]  # MTC's: 2 more
+        assert protocol.finetune_settings().items() <= settings.items()
 
     # a tie between the CAEs is broken in grid order, also when the second CAE's result
     # comes first (here: done before, while the first runs in a worker)

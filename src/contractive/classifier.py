@@ -157,7 +157,7 @@ class ClassifierModule(nn.Module):
     ``r = eps * g / ||g||_2`` (``"l2"``), ``g = dCE(x)/dz`` per row, held constant (no
     gradient flows through ``r``). ``CE(x + s * r)`` is reported as ``adversarial``. ``g`` is
     taken through the step's dropout masks (so with input dropout, the zeroed inputs get no
-    sign step); the second pass draws masks of its own. A step costs about 2.5-3x a plain
+    sign step); the second pass draws masks of its own. A step costs about 2.5x a plain
     one on a CPU (one more forward and two more backward passes).
     """
 
@@ -316,7 +316,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     adversarial_weight : float in [0, 1], default=0.0
         w of adversarial training (Goodfellow et al., 2015): the cross-entropy on each batch
         becomes ``(1 - w) CE(x) + w CE(x + r)``, ``r`` a fast-gradient step that raises the
-        cross-entropy (0: off). Each step costs about 2.5-3x a plain one.
+        cross-entropy (0: off). Each step costs about 2.5x a plain one.
     adversarial_epsilon : float > 0, default=0.1
         The step's size, in the units of the input as the net takes it (after the encoder's
         scaling; for MNIST pixels in [0, 1] with no scaling, pixel units).

@@ -10,7 +10,7 @@ Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for 
   Table 1, CAE-2, the paper's stacked CAE (its Table 2, there on other data): a second CAE
   of the same kind trained on the codes of the chosen CAE (grid over its weight lambda2),
   fine-tuned as a 784-1000-1000-10 MLP (``stacked_weights``, default none: with adversarial
-  fine-tuning it would add about 100 minutes on a 2-core CPU, estimated). And MTC, the
+  fine-tuning it would add about 70-90 minutes on a 2-core CPU, estimated). And MTC, the
   Manifold Tangent Classifier (Rifai et al., NIPS 2011): the chosen CAE fine-tuned as the
   CAE is, with the term ``beta * sum_i ||(dp/dx) u_i||^2`` over its ``n_tangents`` leading
   tangents at each training image (``classifier.FineTunedClassifier(tangent_weight=)``;
@@ -22,8 +22,8 @@ Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for 
   halved on a validation plateau, early stopping on the validation error, dropout on the
   hidden layer and, not in the paper, adversarial training: ``finetune_adversarial_weight``
   0.5 of the cross-entropy at an L2 step of ``finetune_adversarial_epsilon`` 1.0 (pixel
-  units) from each image; weight 0 is the paper's fine-tuning); "random" is the same MLP
-  from random weights, trained the same way.
+  units) from each image; weight 0 leaves it out: dropout only, the paper used neither);
+  "random" is the same MLP from random weights, trained the same way.
 * Selection: in each family, the configuration with the lowest validation error after
   fine-tuning; its test error is reported (the test set is used for nothing else).
 
@@ -176,6 +176,13 @@ class Protocol:
         a run written before they existed resumes with the same protocol)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
                 if self.finetune_adversarial_weight > 0 or k not in ADVERSARIAL_FIELDS}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Protocol:
+        """The inverse of ``to_dict``: no adversarial weight is weight 0 (``to_dict`` leaves
+        those fields out then, and runs written before they existed have none), not the
+        default."""
+        return cls(**{"finetune_adversarial_weight": 0.0, **values})
 
     def finetune_settings(self) -> dict:
         """The fields a stage's results depend on besides its pre-trained model
@@ -648,7 +655,7 @@ def _stage_worker(send, settings: tuple, cfg: dict) -> None:
     lines: list[str] = []
     try:
         torch.set_num_threads(threads)
-        exp = Experiment(out, Protocol(**protocol), device=device, data_dir=data_dir,
+        exp = Experiment(out, Protocol.from_dict(protocol), device=device, data_dir=data_dir,
                          log=lines.append)
         split = mnist_split(exp.protocol, data_dir)
         message = ("ok", exp.run_configuration(cfg, split), lines)

@@ -68,8 +68,8 @@ def register(sub) -> None:
     p.add_argument("--adversarial-weight", type=float, default=0.0, metavar="FLOAT",
                    help="adversarial training (both MLPs): this share of the loss is the "
                         "cross-entropy at a fast-gradient step from each row, of size "
-                        "--adversarial-epsilon (default 0: off; 0.5 is usual; about 2.5-3x "
-                        "the time)")
+                        "--adversarial-epsilon (default 0: off; 0.5 is usual; about 2.5x "
+                        "the time a step)")
     p.add_argument("--adversarial-epsilon", type=float, default=None, metavar="FLOAT",
                    help="size of that step in the units the MLP takes (default 0.1): the "
                         "encoder's scaled units, the data's for the random-init MLP (the same "

@@ -2,13 +2,14 @@
 
 Pre-trains a CAE (grid over the contractive weight), a CAE+H, an AE with weight decay and a
 plain AE (1000 sigmoid units, tied weights, sigmoid decoder, cross-entropy), fine-tunes each
-into a 784-1000-10 MLP (dropout and, unlike the paper, adversarial training; both on every
-family), adds the same MLP from random weights and, with --stacked-weights, the stacked CAE-2
-(a second CAE on the chosen CAE's codes, fine-tuned as 784-1000-1000-10) and, with
---tangent-weights, MTC (the chosen CAE fine-tuned flat along its tangents), chooses every
-family's hyper-parameters on the validation error, and writes results.json, table.md and
-figures (contraction curves, spectra) to --out. Rerun the same command to resume a stopped
-run; a rerun that changes only fine-tuning options keeps the pre-trained models."""
+into a 784-1000-10 MLP (dropout and adversarial training, neither of them in the paper;
+both on every family), adds the same MLP from random weights and, with --stacked-weights,
+the stacked CAE-2 (a second CAE on the chosen CAE's codes, fine-tuned as 784-1000-1000-10)
+and, with --tangent-weights, MTC (the chosen CAE fine-tuned flat along its tangents),
+chooses every family's hyper-parameters on the validation error, and writes results.json,
+table.md and figures (contraction curves, spectra) to --out. Rerun the same command to
+resume a stopped run; a rerun that changes only fine-tuning options keeps the pre-trained
+models."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def register(sub) -> None:
                    help="AE+wd weight decays tried, paper scale (default 0.01)")
     p.add_argument("--stacked-weights", type=_floats_or_none, metavar="W2,...",
                    help="CAE-2 second-layer weights tried, paper scale (default none: CAE-2 "
-                        "left out; with adversarial fine-tuning it would add about 100 "
+                        "left out; with adversarial fine-tuning it would add about 70-90 "
                         "minutes on a 2-core CPU, estimated)")
     p.add_argument("--tangent-weights", type=_floats_or_none, metavar="B,...",
                    help="MTC (the chosen CAE fine-tuned flat along its tangents) weights beta "
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune_adversarial_weight == 0 and (args.finetune_adversarial_epsilon is not None
                                                   or args.finetune_adversarial_norm is not None):
         raise ValueError("--finetune-adversarial-epsilon and --finetune-adversarial-norm need "
-                         "--finetune-adversarial-weight above 0 (off without it)")
+                         "--finetune-adversarial-weight above 0 (0 turns adversarial training "
+                         "off); leave them out or give a weight above 0")
     overrides = {name: value for name, value in (
         ("contractive_weights", args.weights),
         ("higher_order_weights", args.higher_order_weights),
