@@ -24,8 +24,8 @@ EXAMPLE = """examples:
   contractive reproduce rifai2011 --weights 0.05,0.1,0.2 --device cuda --out runs/r2
   contractive reproduce rifai2011 --stacked-weights 0.1 --out runs/rifai2011   # adds CAE-2
   contractive reproduce rifai2011 --tangent-weights 0.3 --out runs/rifai2011   # adds MTC
-  contractive reproduce rifai2011 --finetune-adversarial-weight 0 --out runs/r0  # the paper's
-                                                      # fine-tuning: no adversarial term"""
+  contractive reproduce rifai2011 --finetune-adversarial-weight 0 --out runs/r0  # dropout
+                                                      # only, no adversarial term"""
 EXPERIMENTS = ("rifai2011",)
 #: the most processes ``--jobs auto`` starts: the default run has 6 configurations, and
 #: each process holds its own copy of MNIST
@@ -101,8 +101,8 @@ def register(sub) -> None:
                    help="dropout rate on the hidden layer in fine-tuning (default 0.5; 0: none)")
     p.add_argument("--finetune-adversarial-weight", type=float, metavar="FLOAT",
                    help="adversarial training in every fine-tuning: this share of the loss at "
-                        "a fast-gradient step from each image (default 0.5; 0: off, as in the "
-                        "paper)")
+                        "a fast-gradient step from each image (default 0.5; 0: off, dropout "
+                        "only; the paper used neither)")
     p.add_argument("--finetune-adversarial-epsilon", type=float, metavar="FLOAT",
                    help="that step's size, in pixel units (default 1.0)")
     p.add_argument("--finetune-adversarial-norm", choices=("inf", "l2"),
