@@ -4,7 +4,8 @@
 
 Trains the seed configuration (784-64-784, MNIST subset), a deep encoder with the exact
 penalty (784-256-64, autograd step), the same with the one-probe estimate, a one-layer CAE+H,
-a fine-tuned classifier without and with dropout, and one with dropout and the Manifold
+a fine-tuned classifier without and with dropout, one with dropout and adversarial
+training, and one with dropout and the Manifold
 Tangent Classifier's term (exact, and estimated with probes) twice from the same seed, once through
 ``training.GraphedSteps`` and once eagerly
 (``CONTRACTIVE_CUDA_GRAPHS=0``), and prints the largest weight difference, the losses and
@@ -92,6 +93,13 @@ def main() -> int:
                                    input_dropout=0.2, device="cuda", random_state=0).fit(
             X[:15000], y[:15000], X[15000:], y[15000:])
 
+    def adversarial():
+        # the fast-gradient step's gradient inside the graphed step, with dropout
+        return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=4, dropout=0.5,
+                                   adversarial_weight=0.5, adversarial_epsilon=1.0,
+                                   adversarial_norm="l2", device="cuda", random_state=0).fit(
+            X[:15000], y[:15000], X[15000:], y[15000:])
+
     def clf():
         # plateau patience 1: a learning-rate drop captures the graphs again
         return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=8, lr_patience=1,
@@ -110,8 +118,8 @@ def main() -> int:
         return make
 
     cases = {"cae": cae, "deep": deep, "estimate": estimate, "cae_h": cae_h,
-             "classifier": clf, "dropout": dropout, "mtc": mtc(), "mtc_probes": mtc(
-                 tangent_probes=1)}
+             "classifier": clf, "dropout": dropout, "adversarial": adversarial,
+             "mtc": mtc(), "mtc_probes": mtc(tangent_probes=1)}
     unknown = sorted(set(args.only or ()) - set(cases))
     if unknown:
         print(f"cuda_check: error: unknown cases {unknown}; known: {sorted(cases)}",
@@ -124,7 +132,7 @@ def main() -> int:
         training.GraphedSteps.capture = classmethod(original)
         diffs = [float((a - b).abs().max()) for a, b in
                  zip(g.module_.state_dict().values(), e.module_.state_dict().values())]
-        classifier = name in ("classifier", "dropout", "mtc", "mtc_probes")
+        classifier = name in ("classifier", "dropout", "adversarial", "mtc", "mtc_probes")
         key = "loss" if classifier else "reconstruction"
         out[name] = {
             "max_weight_difference": max(diffs),
@@ -143,7 +151,7 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     # steps that draw random numbers are graphed only where torch registers generators
-    drawing = {"estimate", "cae_h", "dropout", "mtc", "mtc_probes"}
+    drawing = {"estimate", "cae_h", "dropout", "adversarial", "mtc", "mtc_probes"}
     ok = all(np.isfinite(out[k]["max_weight_difference"])
              and out[k]["max_weight_difference"] < 1e-2
              and (out[k]["graph_captures"] > 0

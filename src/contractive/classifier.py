@@ -200,8 +200,10 @@ class ClassifierModule(nn.Module):
     def graph_safe(self) -> bool:
         """No host syncs, and random draws only from the generator given: CUDA graphs may
         capture a step (with dropout, where torch can register that generator). Adversarial
-        training (a gradient inside the step) has not run under CUDA graphs yet: eager."""
-        return self.adversarial_weight == 0.0
+        training's inner gradient (``torch.autograd.grad``, then elementwise ops) is captured
+        with the rest of the step; where a capture fails, the trainer warns and steps
+        eagerly."""
+        return True
 
     @property
     def draws_random(self) -> bool:
