@@ -48,6 +48,9 @@ def test_configurations_follow_the_selection_order():
     ({"seed": -1}, "seed"),
     ({"seed": 2**40}, "seed"),
     ({"seed": 1.5}, "seed"),
+    ({"finetune_seeds": 0}, "finetune_seeds"),
+    ({"finetune_seeds": 2.5}, "finetune_seeds"),
+    ({"seed": 2**32 - 2, "finetune_seeds": 3}, "must stay below 2\\*\\*32"),
 ])
 def test_protocol_is_validated(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -145,6 +148,8 @@ def test_quick_run_writes_the_table_and_resumes(tmp_path, capsys):
     (["--tangent-weights", "-1"], "tangent_weights"),
     (["--weights", "0.1,,0.2"], "comma-separated"),
     (["--seed", "-1"], "seed"),
+    (["--finetune-seeds", "0"], "finetune_seeds=0"),
+    (["--finetune-seeds", "two"], "invalid int value: 'two'"),
     (["--jobs", "0"], "--jobs"),
     (["--jobs", "two"], "--jobs"),
     (["--finetune-adversarial-weight", "2"], "finetune_adversarial_weight=2.0 must be a"),
@@ -366,3 +371,102 @@ def test_a_worker_that_fails_is_reported_by_kind(tmp_path, sent, error, match):
     if error == "OSError":  # the command line's one line names the file
         assert info.value.filename == "/x/stages/AE.json" and info.value.errno == 28
     assert log == ([] if sent is None else ["  a line the worker logged"])
+
+
+def test_combine_runs_means_the_errors_and_sums_the_times():
+    from contractive.reproduce import combine_runs
+
+    a = {"valid_error": 0.01, "test_error": 0.02, "finetune_time_s": 3.0,
+         "finetune_epochs": 5, "finetune_history": [{"epoch": 1}]}
+    b = {"valid_error": 0.03, "test_error": 0.01, "finetune_time_s": 4.0,
+         "finetune_epochs": 7, "finetune_history": [{"epoch": 1}]}
+    assert combine_runs({0: a}) == a  # one seed: that run's own fields, as before
+    both = combine_runs({0: a, 1: b})
+    assert both["valid_error"] == pytest.approx(0.02)
+    assert both["test_error"] == pytest.approx(0.015)
+    assert both["finetune_time_s"] == 7.0 and "finetune_epochs" not in both
+    assert both["finetune_runs"] == [{"seed": 0, **a}, {"seed": 1, **b}]
+    listed = combine_runs({4: a}, listed=True)  # a stage between its seeds
+    assert listed["finetune_runs"] == [{"seed": 4, **a}] and listed["test_error"] == 0.02
+    assert Protocol(finetune_seeds=3, seed=4).finetune_seed_list() == [4, 5, 6]
+    # recorded only above 1 (a run written before the field resumes as it was)
+    assert "finetune_seeds" not in Protocol().to_dict()
+    p = Protocol(finetune_seeds=3)
+    assert Protocol.from_dict(p.to_dict()) == p and p.to_dict()["finetune_seeds"] == 3
+
+
+@needs_mnist
+def test_fine_tuning_seeds_are_averaged_and_kept_across_reruns(tmp_path, monkeypatch):
+    """Seeds 0 and 1: each configuration fine-tuned twice from one pre-training; its errors
+    are the means, the selection uses them; a rerun with more seeds fine-tunes only the new
+    ones, one with fewer none, and a stage stopped between its seeds keeps the first."""
+    calls = []
+    original = Experiment._finetune
+
+    def counting(self, est, split, seed, *args, **kwargs):
+        calls.append(seed)
+        return original(self, est, split, seed, *args, **kwargs)
+
+    monkeypatch.setattr(Experiment, "_finetune", counting)
+    out = tmp_path / "r"
+
+    def run(seeds: int) -> dict:
+        calls.clear()
+        protocol = Protocol.quick_protocol(
+            pretrain_epochs=1, finetune_epochs=2, contractive_weights=(0.1, 0.3),
+            stacked_weights=(), tangent_weights=(), finetune_seeds=seeds, seed=3)
+        return Experiment(out, protocol, device="cpu", data_dir=MNIST_DIR,
+                          log=[].append).run()
+
+    one = run(1)
+    assert calls == [3] * 6  # two CAEs, CAE+H, AE+wd, AE, random init
+    stage = json.loads((out / "stages" / "AE.json").read_text())
+    assert "finetune_runs" not in stage  # the layout of a run before seeds existed
+    assert "finetune_seeds" not in json.loads((out / "protocol.json").read_text())
+
+    two = run(2)
+    # seed 3's fine-tunings are kept; a CAE+H on another chosen lambda is new: both seeds
+    new = {r["name"] for r in two["all"]} - {r["name"] for r in one["all"]}
+    assert sorted(calls) == sorted([4] * 6 + [3] * len(new))
+    before = {r["name"]: r for r in one["all"]}
+    for r2 in two["all"]:
+        runs = r2["finetune_runs"]
+        assert [r["seed"] for r in runs] == [3, 4]
+        if r2["name"] in before:  # the kept one
+            assert runs[0]["test_error"] == before[r2["name"]]["test_error"]
+            assert runs[0]["valid_error"] == before[r2["name"]]["valid_error"]
+        assert r2["test_error"] == pytest.approx((runs[0]["test_error"]
+                                                  + runs[1]["test_error"]) / 2)
+        assert r2["valid_error"] == pytest.approx((runs[0]["valid_error"]
+                                                   + runs[1]["valid_error"]) / 2)
+        assert "finetune_history" not in runs[0]  # results.json: no epoch histories
+    caes = [r for r in two["all"] if r["family"] == "CAE"]
+    assert two["chosen"]["CAE"]["valid_error"] == min(r["valid_error"] for r in caes)
+    saved = json.loads((out / "stages" / "AE.json").read_text())
+    assert len(saved["finetune_runs"][1]["finetune_history"]) >= 1
+    assert saved["finetune_time_s"] == pytest.approx(
+        sum(r["finetune_time_s"] for r in saved["finetune_runs"]))
+    # seed 4 trains its own way (dropout masks, adversarial steps, random weights)
+    ae = next(r for r in two["all"] if r["name"] == "AE")
+    assert ae["finetune_runs"][0]["finetune_time_s"] != ae["finetune_runs"][1][
+        "finetune_time_s"]
+    assert (saved["finetune_runs"][0]["finetune_history"]
+            != saved["finetune_runs"][1]["finetune_history"])
+    table = (out / "table.md").read_text()
+    assert "means over 2 fine-tuning seeds (3-4" in table
+    t = [r["test_error"] for r in two["chosen"]["AE"]["finetune_runs"]]
+    assert f"({min(t):.2%}-{max(t):.2%})" in table
+
+    back = run(1)  # fewer seeds: nothing trained, seed 3's figures again
+    assert calls == []
+    assert [(r["name"], r["valid_error"], r["test_error"]) for r in back["all"]] == [
+        (r["name"], r["valid_error"], r["test_error"]) for r in one["all"]]
+
+    # stopped between seeds: a stage file with seed 3 alone; the rerun trains seed 4 only
+    stage_path = out / "stages" / "random_init.json"
+    kept = json.loads(stage_path.read_text())
+    kept["finetune_runs"] = kept["finetune_runs"][:1]
+    stage_path.write_text(json.dumps(kept))
+    run(2)
+    assert calls == [4]
+    assert json.loads(stage_path.read_text())["finetune_runs"][0] == kept["finetune_runs"][0]

@@ -25,7 +25,11 @@ Protocol (``Protocol`` holds every number; ``Protocol.quick()`` a small one for 
   units) from each image; weight 0 leaves it out: dropout only, the paper used neither);
   "random" is the same MLP from random weights, trained the same way.
 * Selection: in each family, the configuration with the lowest validation error after
-  fine-tuning; its test error is reported (the test set is used for nothing else).
+  fine-tuning; its test error is reported (the test set is used for nothing else). With
+  ``finetune_seeds`` N > 1, each configuration is fine-tuned N times (seeds ``seed`` ..
+  ``seed + N - 1``; one pre-training), and its valid and test errors are the means: the
+  selection uses the mean validation error, and the table gives the mean test error with
+  the range.
 
 Weights are on the paper's scale, i.e. against the cross-entropy summed over the d = 784
 pixels. The library's reconstruction loss is the mean over pixels, so each is divided by
@@ -42,7 +46,8 @@ stages are kept for a resume). A script that runs an experiment with ``jobs > 1`
 need nothing).
 
 Resuming: each configuration's pre-trained model (``models/NAME``) and its results
-(``stages/NAME.json``) are written when done; a rerun into the same folder skips them. A
+(``stages/NAME.json``, after each fine-tuning seed) are written when done; a rerun into the
+same folder skips them, and keeps the fine-tunings of a stage done with other seeds. A
 rerun whose protocol differs only in what comes after pre-training (``FINETUNE_FIELDS``:
 fine-tuning settings, the validation and test sizes, the grids, the read-outs) keeps the
 pre-trained models and redoes only the stages whose results depend on what changed
@@ -123,6 +128,9 @@ class Protocol:
     finetune_adversarial_weight: float = 0.5
     finetune_adversarial_epsilon: float = 1.0
     finetune_adversarial_norm: str = "l2"
+    #: fine-tunings of each configuration, with seeds ``seed``, ``seed + 1``, ...: its valid
+    #: and test errors are their means (the selection included); recorded only above 1
+    finetune_seeds: int = 1
     readout_rows: int = 10_000
     analysis_points: int = 300
     seed: int = 0
@@ -170,12 +178,23 @@ class Protocol:
         check_choice("finetune_adversarial_norm", self.finetune_adversarial_norm, ("inf", "l2"))
         if not 0 <= check_int("seed", self.seed, 0) < 2**32:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32)")
+        if self.seed + check_int("finetune_seeds", self.finetune_seeds, 1) > 2**32:
+            raise ValueError(f"finetune_seeds={self.finetune_seeds} from seed={self.seed} "
+                             "must stay below 2**32")
 
     def to_dict(self) -> dict:
-        """The fields as JSON values; the adversarial ones only when that training is on (so
-        a run written before they existed resumes with the same protocol)."""
+        """The fields as JSON values; the adversarial ones only when that training is on, and
+        ``finetune_seeds`` only above 1 (so a run written before they existed resumes with
+        the same protocol)."""
+        left_out = (() if self.finetune_adversarial_weight > 0 else ADVERSARIAL_FIELDS) + (
+            () if self.finetune_seeds > 1 else ("finetune_seeds",))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
-                if self.finetune_adversarial_weight > 0 or k not in ADVERSARIAL_FIELDS}
+                if k not in left_out}
+
+    def finetune_seed_list(self) -> list[int]:
+        """The fine-tuning seeds of every configuration: ``seed`` .. ``seed + finetune_seeds
+        - 1`` (pre-training uses ``seed``)."""
+        return list(range(self.seed, self.seed + self.finetune_seeds))
 
     @classmethod
     def from_dict(cls, values: dict) -> Protocol:
@@ -205,7 +224,8 @@ ADVERSARIAL_FIELDS = ("finetune_adversarial_weight", "finetune_adversarial_epsil
 #: the read-outs (recomputed on every run).
 FINETUNE_FIELDS = STAGE_FIELDS | {"contractive_weights", "higher_order_weights",
                                   "weight_decays", "stacked_weights", "tangent_weights",
-                                  "n_tangents", "tangent_probes", "readout_rows"}
+                                  "n_tangents", "tangent_probes", "readout_rows",
+                                  "finetune_seeds"}
 #: Fields that only the MTC stages depend on (a change redoes those alone).
 MTC_FIELDS = ("n_tangents", "tangent_probes")
 
@@ -380,8 +400,10 @@ class Experiment:
             "saturation": A.saturation(est.transform(X), "sigmoid"),
         }
 
-    def _finetune(self, est: ContractiveAutoencoder | None, split: Split,
+    def _finetune(self, est: ContractiveAutoencoder | None, split: Split, seed: int,
                   tangent_weight: float = 0.0) -> dict:
+        """One fine-tuning of an MLP initialised from ``est`` (at random where None), with
+        the fine-tuning ``seed``: its errors, epochs, time and history."""
         p = self.protocol
         clf = FineTunedClassifier(
             est, hidden_layer_sizes=(p.n_hidden,), learning_rate=p.finetune_learning_rate,
@@ -392,7 +414,7 @@ class Experiment:
             adversarial_epsilon=p.finetune_adversarial_epsilon,
             adversarial_norm=p.finetune_adversarial_norm, tangent_weight=tangent_weight,
             n_tangents=p.n_tangents,
-            tangent_probes=p.tangent_probes, device=self.device, random_state=p.seed,
+            tangent_probes=p.tangent_probes, device=self.device, random_state=seed,
         ).fit(split.X_train, split.y_train, split.X_valid, split.y_valid)
         extra = {}
         if tangent_weight > 0:
@@ -414,17 +436,40 @@ class Experiment:
             settings.update({k: getattr(self.protocol, k) for k in MTC_FIELDS})
         return settings
 
-    def _done_before(self, cfg: dict) -> dict | None:
-        """The saved results of ``cfg`` when an earlier run finished it with these settings
-        (logged), else None."""
+    def _saved(self, cfg: dict) -> dict | None:
+        """The stage file of ``cfg`` where it was written with these settings, else None."""
         path = self._stage_path(cfg["name"])
         if path.exists():
             result = json.loads(path.read_text())
             if result.get("finetune_settings") == self._settings(cfg):
-                self.log(f"  {cfg['name']:<34} done before: valid {result['valid_error']:.2%}, "
-                         f"test {result['test_error']:.2%}")
                 return result
         return None
+
+    def _saved_runs(self, result: dict | None) -> dict[int, dict]:
+        """The fine-tunings in a stage file, by seed (one written with a single seed holds
+        that of ``seed``: its fine-tuning is the file's own fields)."""
+        if result is None:
+            return {}
+        if "finetune_runs" in result:
+            return {r["seed"]: {k: v for k, v in r.items() if k != "seed"}
+                    for r in result["finetune_runs"]}
+        return {self.protocol.seed: {k: result[k] for k in _RUN_FIELDS if k in result}}
+
+    def _done_before(self, cfg: dict) -> dict | None:
+        """The saved results of ``cfg`` when an earlier run finished it with these settings
+        and seeds (logged), else None."""
+        result = self._saved(cfg)
+        runs = self._saved_runs(result)
+        seeds = self.protocol.finetune_seed_list()
+        if not runs or not set(seeds) <= set(runs):
+            return None
+        if sorted(runs) != seeds:  # fewer seeds than saved: their means
+            result = {k: v for k, v in result.items()
+                      if k not in _RUN_FIELDS and k != "finetune_runs"}
+            result.update(combine_runs({s: runs[s] for s in seeds}))
+        self.log(f"  {cfg['name']:<34} done before: valid {result['valid_error']:.2%}, "
+                 f"test {result['test_error']:.2%}")
+        return result
 
     def run_configuration(self, cfg: dict, split: Split) -> dict:
         done = self._done_before(cfg)
@@ -443,7 +488,14 @@ class Experiment:
             est, info = self._pretrain(cfg, split)
             result.update(info)
             result.update(self._measures(est, split))
-        result.update(self._finetune(est, split, cfg.get("tangent_weight", 0.0)))
+        seeds = self.protocol.finetune_seed_list()
+        runs = {s: r for s, r in self._saved_runs(self._saved(cfg)).items() if s in seeds}
+        for seed in seeds:  # those of a stage killed between its seeds are kept
+            if seed not in runs:
+                runs[seed] = self._finetune(est, split, seed, cfg.get("tangent_weight", 0.0))
+                if len(runs) < len(seeds):  # the runs so far, listed (not yet done)
+                    write_json(path, {**result, **combine_runs(runs, listed=True)})
+        result.update(combine_runs({s: runs[s] for s in seeds}))
         result["total_time_s"] = time.perf_counter() - t0
         write_json(path, result)
         self.log(f"  {cfg['name']:<34} valid {result['valid_error']:.2%}, test "
@@ -477,12 +529,9 @@ class Experiment:
             "machine": machine_description(self.device, self.jobs, self.threads),
             "wall_time_s": time.perf_counter() - start,
             "total_compute_s": sum(compute_time(r) for r in results),
-            "chosen": {fam: {**{k: v for k, v in r.items()
-                                if k not in ("finetune_history", "finetune_settings")},
-                             **readouts.get(fam, {}), "paper": PAPER[fam]}
+            "chosen": {fam: {**_brief(r), **readouts.get(fam, {}), "paper": PAPER[fam]}
                        for fam, r in chosen.items()},
-            "all": [{k: v for k, v in r.items()
-                     if k not in ("finetune_history", "finetune_settings")} for r in results],
+            "all": [_brief(r) for r in results],
             "figures": figures,
         }
         write_json(self.out / "results.json", summary)
@@ -683,6 +732,38 @@ def machine_description(device: str, jobs: int = 1, threads: int | None = None) 
             f"(torch {torch.__version__})")
 
 
+#: a stage's fields that come from one fine-tuning (``Experiment._finetune``)
+_RUN_FIELDS = ("valid_error", "test_error", "finetune_epochs", "finetune_best_epoch",
+               "finetune_time_s", "finetune_history", "tangents_time_s", "n_tangents",
+               "tangent_probes")
+
+
+def combine_runs(runs: dict[int, dict], listed: bool | None = None) -> dict:
+    """A stage's fine-tuning fields from its fine-tunings ``{seed: run}``: one run's own
+    fields; of several (or where ``listed``), the means of the valid and test errors, the
+    summed times, and the runs themselves (``finetune_runs``, with their seeds)."""
+    if not (len(runs) > 1 if listed is None else listed):
+        return dict(next(iter(runs.values())))
+    out = {"valid_error": float(np.mean([r["valid_error"] for r in runs.values()])),
+           "test_error": float(np.mean([r["test_error"] for r in runs.values()])),
+           "finetune_time_s": sum(r["finetune_time_s"] for r in runs.values())}
+    first = next(iter(runs.values()))
+    if "tangents_time_s" in first:
+        out.update(tangents_time_s=sum(r["tangents_time_s"] for r in runs.values()),
+                   n_tangents=first["n_tangents"], tangent_probes=first["tangent_probes"])
+    out["finetune_runs"] = [{"seed": s, **r} for s, r in runs.items()]
+    return out
+
+
+def _brief(result: dict) -> dict:
+    """A stage's results for ``results.json``: no settings, no epoch histories."""
+    out = {k: v for k, v in result.items() if k not in ("finetune_history", "finetune_settings")}
+    if "finetune_runs" in out:
+        out["finetune_runs"] = [{k: v for k, v in r.items() if k != "finetune_history"}
+                                for r in out["finetune_runs"]]
+    return out
+
+
 def compute_time(result: dict) -> float:
     """Pre-training plus fine-tuning time of one configuration (with the MTC's tangents), in
     seconds (also when its stages ran in different invocations)."""
@@ -710,8 +791,10 @@ def format_table(summary: dict) -> str:
             cell = "-" if value is None else format(value, fmt)
             cells.append(cell if known is None else f"{cell} ({format(known, fmt)})")
         lp, kn = r.get("linear_probe_error"), r.get("knn_error")
+        tests = [run["test_error"] for run in r.get("finetune_runs", ())]
+        spread = f" ({min(tests):.2%}-{max(tests):.2%})" if tests else ""
         lines.append(
-            f"| {fam} | {', '.join(params) or '-'} | **{r['test_error']:.2%}** | "
+            f"| {fam} | {', '.join(params) or '-'} | **{r['test_error']:.2%}**{spread} | "
             f"{'-' if paper is None else f'{paper:.2f}%'} | {r['valid_error']:.2%} | "
             f"{cells[0]} | {cells[1]} | "
             f"{'-' if lp is None else f'{lp:.2%}'} | {'-' if kn is None else f'{kn:.2%}'} | "
@@ -728,6 +811,10 @@ def format_table(summary: dict) -> str:
            f"{p['finetune_adversarial_weight']:g}, eps {p['finetune_adversarial_epsilon']:g}, "
            f"{p['finetune_adversarial_norm']} step)"
            if p.get("finetune_adversarial_weight") else "")
+        + (f"; valid and test errors are means over {p['finetune_seeds']} fine-tuning seeds "
+           f"({p['seed']}-{p['seed'] + p['finetune_seeds'] - 1}; the test errors' range in "
+           "parentheses), and the selection uses the mean"
+           if p.get("finetune_seeds", 1) > 1 else "")
         + (" (quick mode: not the paper's protocol)" if p["quick"] else "")
     )
     return "\n".join(lines) + "\n"

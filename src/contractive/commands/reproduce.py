@@ -108,6 +108,11 @@ def register(sub) -> None:
     p.add_argument("--finetune-adversarial-norm", choices=("inf", "l2"),
                    help="the step: eps * sign(gradient) (inf) or eps * gradient / its L2 norm "
                         "(l2, default)")
+    p.add_argument("--finetune-seeds", type=int, metavar="INT",
+                   help="fine-tunings of each configuration, with seeds SEED, SEED+1, ...; "
+                        "the table gives their mean valid and test errors, and the choice "
+                        "uses the mean (default 1; each adds a configuration's fine-tuning "
+                        "time; a rerun with more keeps the ones done)")
     p.add_argument("--seed", type=int, metavar="INT")
     p.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
                    help="configurations trained at a time, each in its own process (default "
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         ("finetune_adversarial_weight", args.finetune_adversarial_weight),
         ("finetune_adversarial_epsilon", args.finetune_adversarial_epsilon),
         ("finetune_adversarial_norm", args.finetune_adversarial_norm),
+        ("finetune_seeds", args.finetune_seeds),
         ("seed", args.seed),
     ) if value is not None}
     protocol = Protocol.quick_protocol(**overrides) if args.quick else Protocol(**overrides)
