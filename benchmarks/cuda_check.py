@@ -12,7 +12,8 @@ Tangent Classifier's term (exact, and estimated with probes) twice from the same
 the time of each. Both must agree to float32 rounding, and each graphed fit must have
 captured its graphs. The classifier runs a plateau schedule with patience 1, so that a
 learning-rate drop, where one happens, is crossed by graphs captured again. The estimate,
-CAE+H, dropout and the probes draw random numbers inside the graphs (from the trainer's generator,
+CAE+H, dropout (twice a step with adversarial training) and the probes draw random
+numbers inside the graphs (from the trainer's generator,
 registered with each graph): equal weights show that a replay draws what eager steps draw.
 """
 
@@ -94,8 +95,10 @@ def main() -> int:
             X[:15000], y[:15000], X[15000:], y[15000:])
 
     def adversarial():
-        # the fast-gradient step's gradient inside the graphed step, with dropout
-        return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=4, dropout=0.5,
+        # the fast-gradient step's gradient inside the graphed step, with dropout; plateau
+        # patience 1, as for the classifier, so a learning-rate drop is crossed
+        return FineTunedClassifier(hidden_layer_sizes=(256,), max_epochs=8, lr_patience=1,
+                                   dropout=0.5,
                                    adversarial_weight=0.5, adversarial_epsilon=1.0,
                                    adversarial_norm="l2", device="cuda", random_state=0).fit(
             X[:15000], y[:15000], X[15000:], y[15000:])

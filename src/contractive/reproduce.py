@@ -178,7 +178,9 @@ class Protocol:
         check_choice("finetune_adversarial_norm", self.finetune_adversarial_norm, ("inf", "l2"))
         if not 0 <= check_int("seed", self.seed, 0) < 2**32:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32)")
-        if self.seed + check_int("finetune_seeds", self.finetune_seeds, 1) > 2**32:
+        self.seed = int(self.seed)
+        self.finetune_seeds = check_int("finetune_seeds", self.finetune_seeds, 1)
+        if self.seed + self.finetune_seeds > 2**32:
             raise ValueError(f"finetune_seeds={self.finetune_seeds} from seed={self.seed} "
                              "must stay below 2**32")
 
@@ -322,7 +324,8 @@ class Experiment:
                 )
             if changed:
                 self.log(f"protocol changed in {', '.join(changed)}: the pre-trained models "
-                         "are kept; stages fine-tuned otherwise are redone")
+                         "are kept; stages fine-tuned otherwise are redone (fine-tunings "
+                         "with the same settings and seeds are kept)")
 
     def _prepare_folder(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -457,11 +460,12 @@ class Experiment:
 
     def _done_before(self, cfg: dict) -> dict | None:
         """The saved results of ``cfg`` when an earlier run finished it with these settings
-        and seeds (logged), else None."""
+        and seeds (logged), else None. A stage stopped between its seeds is not finished:
+        ``run_configuration`` completes it."""
         result = self._saved(cfg)
         runs = self._saved_runs(result)
         seeds = self.protocol.finetune_seed_list()
-        if not runs or not set(seeds) <= set(runs):
+        if result is None or result.get("finetune_partial") or not set(seeds) <= set(runs):
             return None
         if sorted(runs) != seeds:  # fewer seeds than saved: their means
             result = {k: v for k, v in result.items()
@@ -493,8 +497,9 @@ class Experiment:
         for seed in seeds:  # those of a stage killed between its seeds are kept
             if seed not in runs:
                 runs[seed] = self._finetune(est, split, seed, cfg.get("tangent_weight", 0.0))
-                if len(runs) < len(seeds):  # the runs so far, listed (not yet done)
-                    write_json(path, {**result, **combine_runs(runs, listed=True)})
+                if len(runs) < len(seeds):  # the runs so far, listed; not done yet
+                    write_json(path, {**result, **combine_runs(runs, listed=True),
+                                      "finetune_partial": True})
         result.update(combine_runs({s: runs[s] for s in seeds}))
         result["total_time_s"] = time.perf_counter() - t0
         write_json(path, result)
