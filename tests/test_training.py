@@ -186,14 +186,22 @@ def test_cuda_trainer_captures_graphs_and_matches_eager(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graphs_draw_dropout_masks_as_eager_steps_do(monkeypatch):
+@pytest.mark.parametrize("kw", [
+    {"dropout": 0.5, "input_dropout": 0.2},
+    # adversarial training: a gradient inside the step, and a second forward pass with
+    # masks of its own (an L2 step: a sign step would turn the last bit of a gradient entry
+    # near 0 into a step of 2 eps)
+    {"dropout": 0.5, "adversarial_weight": 0.5, "adversarial_epsilon": 0.3,
+     "adversarial_norm": "l2"},
+])
+def test_cuda_graphs_draw_dropout_masks_as_eager_steps_do(monkeypatch, kw):
     from contractive.classifier import ClassifierModule
 
     x, y = _data(n=2000, d=6), torch.randint(0, 3, (2000,), generator=torch.Generator())
     results = []
     for flag in ("1", "0"):
         monkeypatch.setenv("CONTRACTIVE_CUDA_GRAPHS", flag)
-        module = ClassifierModule([6, 16], 3, "sigmoid", seed=0, dropout=0.5, input_dropout=0.2)
+        module = ClassifierModule([6, 16], 3, "sigmoid", seed=0, **kw)
         trainer = Trainer(module, TrainConfig(batch_size=10, max_epochs=2, optimizer="sgd",
                                               learning_rate=0.1), "cuda")
         trainer.fit((x.cuda(), y.cuda()))
@@ -203,31 +211,6 @@ def test_cuda_graphs_draw_dropout_masks_as_eager_steps_do(monkeypatch):
     for a, b in zip(results[0][0], results[1][0]):
         torch.testing.assert_close(a, b)
     assert torch.equal(results[0][1], results[1][1])  # the generator advanced alike
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graphs_capture_adversarial_steps_as_eager_ones(monkeypatch):
-    # the fast-gradient step takes a gradient inside the training step, and its second
-    # forward pass draws dropout masks of its own (an L2 step: a sign step would turn the
-    # last bit of a gradient entry near 0 into a step of 2 eps)
-    from contractive.classifier import ClassifierModule
-
-    x, y = _data(n=2000, d=6), torch.randint(0, 3, (2000,), generator=torch.Generator())
-    results = []
-    for flag in ("1", "0"):
-        monkeypatch.setenv("CONTRACTIVE_CUDA_GRAPHS", flag)
-        module = ClassifierModule([6, 16], 3, "sigmoid", seed=0, dropout=0.5,
-                                  adversarial_weight=0.5, adversarial_epsilon=0.3,
-                                  adversarial_norm="l2")
-        trainer = Trainer(module, TrainConfig(batch_size=10, max_epochs=2, optimizer="sgd",
-                                              learning_rate=0.1), "cuda")
-        trainer.fit((x.cuda(), y.cuda()))
-        assert (trainer._graphs is not None) == (flag == "1" and graphs_capture_generators())
-        results.append(([p.detach().cpu() for p in module.parameters()],
-                        trainer.noise_gen.get_state()))
-    for a, b in zip(results[0][0], results[1][0]):
-        torch.testing.assert_close(a, b)
-    assert torch.equal(results[0][1], results[1][1])  # both passes' masks drawn alike
 
 
 def test_gather_takes_the_same_rows_of_every_tensor():

@@ -25,7 +25,9 @@ EXAMPLE = """examples:
   contractive reproduce rifai2011 --stacked-weights 0.1 --out runs/rifai2011   # adds CAE-2
   contractive reproduce rifai2011 --tangent-weights 0.3 --out runs/rifai2011   # adds MTC
   contractive reproduce rifai2011 --finetune-adversarial-weight 0 --out runs/r0  # dropout
-                                                      # only, no adversarial term"""
+                                                      # only, no adversarial term
+  contractive reproduce rifai2011 --finetune-seeds 3 --out runs/rifai2011  # means of 3
+                                                      # fine-tunings (keeps seed 0's)"""
 EXPERIMENTS = ("rifai2011",)
 #: the most processes ``--jobs auto`` starts: the default run has 6 configurations, and
 #: each process holds its own copy of MNIST
