@@ -583,6 +583,32 @@ def test_adversarial_settings_survive_save_and_load(small, tmp_path):
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
+@pytest.mark.parametrize("kw", [{}, {"dropout": 0.5}, {"tangent_weight": 0.5},
+                                {"adversarial_weight": 0.0}])
+def test_forward_backward_gives_the_gradients_of_a_plain_backward(kw):
+    """The trainer's step leaves the input's gradient out; every parameter's is that of
+    ``loss.backward()``, with the same dropout masks (same generator state)."""
+    T = torch.linalg.qr(torch.randn(5, 6, 2, dtype=torch.float64))[0].transpose(1, 2)
+    x, y = torch.rand(5, 6, dtype=torch.float64), torch.arange(5) % 4
+    grads = []
+    for fused in (False, True):
+        module = _adv_module().train()
+        vars(module).update(kw)  # plain float settings
+        gen = torch.Generator().manual_seed(5)
+        if fused:
+            terms = module.forward_backward(x, y, T, generator=gen)
+            assert all(not t.requires_grad for t in terms.values())
+        else:
+            terms = module(x, y, T, generator=gen)
+            terms["loss"].backward()
+        grads.append([p.grad.clone() for p in module.parameters()])
+        assert terms["loss"] > 0 and x.grad is None
+    assert [g.shape for g in grads[0]] == [p.shape for p in module.parameters()]
+    for plain, fused in zip(*grads, strict=True):
+        assert plain.abs().max() > 0
+        torch.testing.assert_close(fused, plain, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("boost", [40.0, 60.0])
 def test_l2_step_has_size_eps_even_where_the_gradient_is_tiny(boost):
     """Confident rows have gradients of 1e-30 to 1e-44, whose squares underflow float32: the
