@@ -157,8 +157,9 @@ class ClassifierModule(nn.Module):
     ``r = eps * g / ||g||_2`` (``"l2"``), ``g = dCE(x)/dz`` per row, held constant (no
     gradient flows through ``r``). ``CE(x + s * r)`` is reported as ``adversarial``. ``g`` is
     taken through the step's dropout masks (so with input dropout, the zeroed inputs get no
-    sign step); the second pass draws masks of its own. A step costs about 2.5x a plain
-    one on a CPU (one more forward and two more backward passes).
+    sign step); the second pass draws masks of its own. A step costs about 2.2x one without
+    the term on a CPU (one more forward pass, and two more backward passes: the input's
+    gradient, then the second pass's).
     """
 
     def __init__(self, sizes: list[int], n_classes: int, activation: str, seed: int = 0,
@@ -329,7 +330,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     adversarial_weight : float in [0, 1], default=0.0
         w of adversarial training (Goodfellow et al., 2015): the cross-entropy on each batch
         becomes ``(1 - w) CE(x) + w CE(x + r)``, ``r`` a fast-gradient step that raises the
-        cross-entropy (0: off). Each step costs about 2.5x a plain one.
+        cross-entropy (0: off). Each step costs about 2.2x one without it.
     adversarial_epsilon : float > 0, default=0.1
         The step's size, in the units of the input as the net takes it (after the encoder's
         scaling; for MNIST pixels in [0, 1] with no scaling, pixel units).
