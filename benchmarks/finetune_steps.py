@@ -9,14 +9,16 @@ inputs in [0, 1] with the MNIST scaling:
 * ``plain``: cross-entropy only;
 * ``dropout``: dropout 0.5 on the hidden layer (the reproduction's setting);
 * ``adversarial``: dropout and adversarial training (weight 0.5, L2 step 1.0, the
-  reproduction's default), stepped as the trainer steps it (``forward_backward``: the
-  gradient into the parameters only);
+  reproduction's default), stepped as the trainer steps it on a CPU
+  (``forward_backward``: the gradient into the parameters only; on CUDA the trainer also
+  captures its steps in graphs, and this benchmark steps eagerly);
 * ``adversarial, plain backward``: the same with ``loss.backward()``, which also forms the
   input's gradient (the trainer's step before 2026-11-28).
 
-Each round times ``--steps`` steps of every case in turn (so that a busy neighbour slows
-all of them alike); the figures are medians over rounds, and the ratios are taken against
-``plain`` within each round. On a CPU run it on a quiet machine, at the torch threads the
+Each round times ``--steps`` steps of every case in turn, starting one case later each
+round (so that a busy neighbour slows all of them alike); the times are medians over
+rounds, and the ratios medians of the ratios to ``plain`` within each round (so not quite
+the ratio of the medians). On a CPU run it on a quiet machine, at the torch threads the
 reproduction uses per process (1 on this 2-core machine). JSON and markdown go to
 ``--out`` (``finetune_steps.json`` / ``.md``).
 """
@@ -75,10 +77,11 @@ def measure(device: torch.device, rounds: int, steps: int, batch: int = 100) -> 
     for run in runs.values():
         run(3)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
+    names = list(runs)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            run(steps)
+            runs[name](steps)
             times[name].append((time.perf_counter() - t0) / steps)
     return {name: {"step_ms": 1e3 * statistics.median(t),
                    "x_plain": statistics.median(a / p for a, p in zip(t, times["plain"]))}
@@ -104,9 +107,16 @@ def main() -> int:
     args = ap.parse_args()
     if args.rounds < 1 or args.steps < 1 or args.threads < 1:
         ap.error("--rounds, --steps and --threads must be >= 1")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        ap.error(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:N)")
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda"
+                                              and not torch.cuda.is_available()):
+        ap.error(f"--device {args.device!r}: this benchmark runs on cpu or an available cuda")
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    result = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+    name = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    result = {"device": name,
               "threads": args.threads, "torch": torch.__version__, "batch": 100,
               "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
               "rounds": args.rounds, "steps": args.steps,

@@ -590,23 +590,43 @@ def test_forward_backward_gives_the_gradients_of_a_plain_backward(kw):
     ``loss.backward()``, with the same dropout masks (same generator state)."""
     T = torch.linalg.qr(torch.randn(5, 6, 2, dtype=torch.float64))[0].transpose(1, 2)
     x, y = torch.rand(5, 6, dtype=torch.float64), torch.arange(5) % 4
-    grads = []
+    grads, leaves = [], []
     for fused in (False, True):
         module = _adv_module().train()
         vars(module).update(kw)  # plain float settings
+        real = module._propagate
+
+        def spy(inputs, v, generator, real=real):  # the first pass's input: forward's leaf
+            leaves.append(inputs)
+            return real(inputs, v, generator)
+
+        module._propagate = spy
         gen = torch.Generator().manual_seed(5)
+        before = [torch.full_like(p, 0.25) for p in module.parameters()]
+        for p, g in zip(module.parameters(), before):
+            p.grad = g.clone()  # gradients add onto those already there
         if fused:
             terms = module.forward_backward(x, y, T, generator=gen)
             assert all(not t.requires_grad for t in terms.values())
         else:
             terms = module(x, y, T, generator=gen)
             terms["loss"].backward()
-        grads.append([p.grad.clone() for p in module.parameters()])
-        assert terms["loss"] > 0 and x.grad is None
-    assert [g.shape for g in grads[0]] == [p.shape for p in module.parameters()]
+        grads.append([p.grad - g for p, g in zip(module.parameters(), before)])
+        assert terms["loss"] > 0
+    adversarial = kw.get("adversarial_weight", 0.3) > 0
+    plain_leaf, fused_leaf = leaves[0], leaves[len(leaves) // 2]
+    assert (plain_leaf.grad is not None) == adversarial  # the input's gradient, formed ...
+    assert fused_leaf.grad is None  # ... only by the plain backward
     for plain, fused in zip(*grads, strict=True):
         assert plain.abs().max() > 0
         torch.testing.assert_close(fused, plain, rtol=0, atol=0)
+
+
+def test_forward_backward_with_every_parameter_frozen_does_nothing():
+    module = _adv_module().train()
+    module.requires_grad_(False)
+    terms = module.forward_backward(torch.rand(5, 6, dtype=torch.float64), torch.arange(5) % 4)
+    assert torch.isfinite(terms["loss"]) and all(p.grad is None for p in module.parameters())
 
 
 @pytest.mark.parametrize("boost", [40.0, 60.0])

@@ -267,10 +267,15 @@ class ClassifierModule(nn.Module):
         """``forward`` then the loss's gradient accumulated into the parameters' ``.grad``
         (the terms, detached). Only into the parameters: with adversarial training ``x`` is a
         leaf that requires grad, and a plain ``backward()`` would also form its gradient, one
-        ``(B, n_1) x (n_1, d)`` product a step that nothing reads (about 9% of a 784-1000-10
-        step on a CPU; the parameters' gradients are the same)."""
+        ``(B, n_1) x (n_1, d)`` product a step that nothing reads (15% of a 784-1000-10 step
+        with dropout on one CPU thread, ``benchmarks/finetune_steps.py``; the parameters'
+        gradients are the same). The backward runs outside any autocast the trainer opened
+        for the forward pass."""
         terms = self(x, y, tangents, generator=generator)
-        terms["loss"].backward(inputs=[p for p in self.parameters() if p.requires_grad])
+        params = [p for p in self.parameters() if p.requires_grad]
+        if params:  # all frozen: nothing to train
+            with torch.autocast(x.device.type, enabled=False):
+                terms["loss"].backward(inputs=params)
         return {k: v.detach() for k, v in terms.items()}
 
     def _adversarial(self, x: Tensor, y: Tensor, logits: Tensor, loss: Tensor,
