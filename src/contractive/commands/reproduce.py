@@ -87,7 +87,7 @@ def register(sub) -> None:
     p.add_argument("--weights", type=_floats, metavar="W,...",
                    help="contractive weights tried, paper scale (default 0.1,0.3)")
     p.add_argument("--higher-order-weights", type=_floats, metavar="G,...",
-                   help="CAE+H weights tried, paper scale (default 0.1)")
+                   help="CAE+H weights tried, paper scale (default 1)")
     p.add_argument("--weight-decays", type=_floats, metavar="WD,...",
                    help="AE+wd weight decays tried, paper scale (default 0.01)")
     p.add_argument("--stacked-weights", type=_floats_or_none, metavar="W2,...",
