@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The GPU checks of the reproduction (issue 6), as one prepared command for a short loan.
+#
+#   OUT=DIR bash benchmarks/gpu_checks.sh MNIST_DIR [BUDGET_S]
+#
+# Runs, each under a timeout drawn from BUDGET_S (default 560 s) and each logged to a file
+# in OUT, whatever the steps before it did:
+#   1. the CUDA-only unit tests (skipped on a machine without CUDA);
+#   2. benchmarks/cuda_check.py, every case: graphed against eager training, adversarial
+#      fine-tuning and the tangent term included;
+#   3. `contractive reproduce rifai2011` with the defaults, timed (the default run's time);
+#   4. the same folder resumed with --finetune-seeds 3 --jobs 3 (seeds 1 and 2 of each
+#      configuration; the pre-trained models and seed 0 are kept);
+#   5. the whole test suite with CUDA present (pytest-xdist), if time is left;
+# then packs the run folder without its model files into OUT/run.tgz.
+# summary.txt has each step's exit status and seconds. PYTHON (default python3) and DEVICE
+# (default cuda) and EXTRA (more reproduce options, e.g. --quick for a rehearsal) may be set.
+set -u
+DATA=${1:?usage: OUT=DIR $0 MNIST_DIR [BUDGET_S]}
+BUDGET=${2:-560}
+OUT=${OUT:?set OUT to the folder for the logs}
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+EXTRA=${EXTRA:-}
+RUN=${RUN_DIR:-/tmp/rifai2011-gpu}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+SECONDS=0
+
+left() { echo $((BUDGET - SECONDS)); }
+
+step() {  # step NAME RESERVE_S MAX_S CMD...: runs CMD for at most min(MAX_S, left - RESERVE_S)
+    local name=$1 reserve=$2 most=$3 t
+    shift 3
+    t=$(($(left) - reserve))
+    ((t > most)) && t=$most
+    if ((t < 20)); then
+        echo "== $name: skipped, $t s left for it" | tee -a "$OUT/summary.txt"
+        return
+    fi
+    local t0=$SECONDS
+    timeout --kill-after=10 "$t" "$@" >"$OUT/$name.txt" 2>&1
+    local rc=$?
+    pkill -f "[-]m contractive" 2>/dev/null  # a killed run's processes and workers
+    pkill -f "multiprocessing[.]spawn" 2>/dev/null
+    echo "== $name: exit $rc after $((SECONDS - t0)) s (limit $t s)" | tee -a "$OUT/summary.txt"
+    tail -n 4 "$OUT/$name.txt"
+}
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv 2>&1
+    "$PY" -c "import torch, sys; print(sys.version.split()[0], torch.__version__,
+torch.cuda.is_available() and torch.cuda.get_device_name(0))" 2>&1
+    nproc
+} | tee "$OUT/summary.txt"
+
+step pytest_cuda 400 120 "$PY" -m pytest -q -rs -p no:cacheprovider \
+    tests/test_fastpath.py tests/test_training.py tests/test_adam.py tests/test_cli.py \
+    -k "cuda or gather_moves or draw_dropout"
+step cuda_check 380 120 "$PY" benchmarks/cuda_check.py --data-dir "$DATA"
+# shellcheck disable=SC2086  # EXTRA is a list of options
+step reproduce 90 480 "$PY" -m contractive reproduce rifai2011 --device "$DEVICE" \
+    --data-dir "$DATA" --out "$RUN" $EXTRA
+# shellcheck disable=SC2086
+step seeds 60 480 "$PY" -m contractive reproduce rifai2011 --device "$DEVICE" \
+    --data-dir "$DATA" --out "$RUN" --finetune-seeds 3 --jobs 3 $EXTRA
+step pytest_all 15 300 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -x -p no:cacheprovider \
+    -n 12 tests
+tar -czf "$OUT/run.tgz" --exclude='*.safetensors' -C "$(dirname "$RUN")" "$(basename "$RUN")" \
+    2>>"$OUT/summary.txt"
+echo "== total $SECONDS s" | tee -a "$OUT/summary.txt"
