@@ -293,7 +293,7 @@ def test_save_load_round_trip(small, tmp_path, labels):
     folder = clf.save(tmp_path / "clf")
     for loaded in (FineTunedClassifier.load(folder, device="cpu"),
                    contractive.load(tmp_path / "clf", device="cpu"),
-                   contractive.load(tmp_path / "clf" / "classifier.safetensors")):
+                   contractive.load(tmp_path / "clf" / "classifier.safetensors", device="cpu")):
         assert isinstance(loaded, FineTunedClassifier)
         np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
         np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
@@ -438,6 +438,33 @@ def test_pickling_does_not_touch_the_live_classifier(small, monkeypatch):
     monkeypatch.undo()
     assert state["module_"] is not module and clf.module_ is module
     assert pickle.loads(pickle.dumps(clf)).predict(X[:5]).shape == (5,)
+
+
+def test_unpickled_classifier_goes_to_the_device_it_was_on_where_there_is_one(small):
+    # a pickle made on a GPU names its device: back onto it where this machine has CUDA,
+    # else onto the CPU; the name is not left among the attributes
+    X, y, cae = small
+    clf = FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(X, y)
+    state = clf.__getstate__()
+    state["_module_device"] = "cuda:0"
+    again = FineTunedClassifier.__new__(FineTunedClassifier)
+    again.__setstate__(state)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(again.module_.parameters()).device.type == expected
+    assert "_module_device" not in again.__dict__ and "_module_device" in state
+    np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pickle_of_a_gpu_classifier_predicts_the_same_on_the_gpu(small):
+    import pickle
+
+    X, y, cae = small
+    clf = FineTunedClassifier(cae, max_epochs=1, device="cuda").fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    assert next(again.module_.parameters()).device == next(clf.module_.parameters()).device
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
 def test_save_of_a_classifier_pickled_by_an_older_version(small, tmp_path):

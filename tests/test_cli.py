@@ -22,6 +22,7 @@ import contractive
 from contractive.checkpoint import load_checkpoint
 from contractive.cli import main
 from contractive.data import MNIST_FILES
+from contractive.training import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {
@@ -127,7 +128,7 @@ def test_train_digits_writes_run_folder(work, capsys):
     assert metrics["data"] == "digits" and metrics["evaluated_on"] == "held-out"
     assert metrics["n_train"] == 1437 and metrics["n_eval"] == 360
     assert metrics["n_features"] == 64 and metrics["epochs"] == 2
-    assert metrics["device"] == "cpu"
+    assert metrics["device"] == str(resolve_device("auto"))  # the default, "auto"
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["spec"] == "digits" and config["data"]["kind"] == "dataset"
     assert config["params"]["max_epochs"] == 2 and config["params"]["random_state"] == 0

@@ -64,7 +64,7 @@ def test_same_random_state_same_model_different_state_different_model(X):
 
 def _brute_jacobian(cae, X):
     """Autograd Jacobian of x -> f((x - offset) / factor) in float64, per sample."""
-    module = copy.deepcopy(cae.module_).double()
+    module = copy.deepcopy(cae.module_).double().cpu()
     off = torch.as_tensor(cae.scale_offset_)
     fac = torch.as_tensor(cae.scale_factor_)
     out = []
@@ -233,6 +233,30 @@ def test_clone_and_pickle(X):
     again = pickle.loads(pickle.dumps(cae))
     np.testing.assert_array_equal(again.transform(X), cae.transform(X))
     np.testing.assert_array_equal(again.jacobian(X[:3]), cae.jacobian(X[:3]))
+    assert again.device_ == cae.device_
+
+
+def test_unpickled_model_goes_to_the_device_named_where_there_is_one(X):
+    # a pickle made on a GPU names "cuda": back onto it where this machine has CUDA, else
+    # onto the CPU, with device_ saying which
+    cae = _small(device="cpu").fit(X)
+    state = cae.__getstate__()
+    state["device_"] = "cuda"
+    again = ContractiveAutoencoder.__new__(ContractiveAutoencoder)
+    again.__setstate__(state)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert again.device_ == expected and again._device().type == expected
+    np.testing.assert_allclose(again.transform(X), cae.transform(X), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pickle_of_a_gpu_model_computes_the_same_on_the_gpu(X):
+    cae = _small(device="cuda").fit(X)
+    blob = pickle.dumps(cae)
+    assert cae._device().type == "cuda"  # pickling left the original where it was
+    again = pickle.loads(blob)
+    assert again.device_ == cae.device_ and again._device() == cae._device()
+    np.testing.assert_array_equal(again.transform(X), cae.transform(X))
 
 
 def test_grid_search_in_a_pipeline(rng):

@@ -22,6 +22,7 @@ from safetensors.torch import save as st_save
 import contractive
 from contractive import ContractiveAutoencoder
 from contractive import io as cio
+from contractive.training import resolve_device
 
 CONFIGS = {
     "one-layer": {},
@@ -96,11 +97,12 @@ def test_round_trip_identical_outputs(tmp_path, fitted, name, loader):
     assert Path(returned) == tmp_path / "m"
     assert sorted(os.listdir(tmp_path / "m")) == ["model.json", "model.safetensors"]
     if loader == "classmethod":
-        loaded = ContractiveAutoencoder.load(tmp_path / "m")
+        loaded = ContractiveAutoencoder.load(tmp_path / "m")  # device "auto", as est's
+        assert loaded.device_ == str(resolve_device("auto"))
     else:
-        loaded = contractive.load(str(tmp_path / "m"), device="cpu")
+        loaded = contractive.load(str(tmp_path / "m"), device=est.device_)
+        assert loaded.device_ == est.device_
     assert isinstance(loaded, ContractiveAutoencoder)
-    assert loaded.device_ == "cpu"
     _assert_same_fitted(est, loaded)
     _assert_same_outputs(est, loaded, _X(1))
     # float32 in, float32 out, on both

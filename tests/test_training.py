@@ -13,6 +13,7 @@ from contractive.training import (
     Trainer,
     _graphable,
     canonical_device,
+    device_or_cpu,
     epoch_batches,
     gather,
     graphs_capture_generators,
@@ -64,6 +65,16 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
             resolve_device("cuda")
+
+
+def test_device_or_cpu_falls_back_to_the_cpu_where_the_device_is_missing():
+    assert device_or_cpu("cpu") == CPU
+    cuda = torch.device("cuda") if torch.cuda.is_available() else CPU
+    assert device_or_cpu("cuda") == cuda
+    assert device_or_cpu(f"cuda:{torch.cuda.device_count()}") == CPU  # one past the last
+    mps = getattr(torch.backends, "mps", None)
+    assert device_or_cpu("mps").type == ("mps" if mps is not None and mps.is_available()
+                                         else "cpu")
 
 
 def test_canonical_device_names_the_cuda_index(monkeypatch):

@@ -42,7 +42,7 @@ from .estimator import ContractiveAutoencoder
 from .models import glorot_init_
 from .stacking import StackedContractiveAutoencoder
 from .tangentprop import directional_derivatives, leading_tangents
-from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, resolve_device
+from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, device_or_cpu, resolve_device
 from .validation import check_choice, check_float, check_hidden, check_int
 
 Tensor = torch.Tensor
@@ -652,19 +652,28 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     # -- persistence ----------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
+        """The state with the MLP on the CPU, so that the pickle loads without a GPU, and
+        the device it was on under ``_module_device`` (``__setstate__`` takes it out)."""
         state = dict(super().__getstate__())  # (on Python >= 3.11, __dict__ itself)
         module = state.get("module_")
         if module is not None and next(module.parameters()).device.type != "cpu":
-            arch = _architecture(module)  # a copy on the CPU: the pickle loads without a GPU
+            arch = _architecture(module)
             cpu = ClassifierModule(arch.pop("sizes"), arch.pop("n_classes"), **arch)
             cpu.load_state_dict({k: v.cpu() for k, v in module.state_dict().items()})
             state["module_"] = cpu.eval()
+            state["_module_device"] = str(next(module.parameters()).device)
         return state
 
     def __setstate__(self, state: dict) -> None:
+        """Back onto the device it was pickled from where this machine has it, else the
+        CPU: on the same machine the copy predicts what the original does, to the bit."""
+        state = dict(state)
+        device = state.pop("_module_device", None)
         for name, default in _ADDED_PARAMS.items():  # pickled before they existed
             state.setdefault(name, default)
         super().__setstate__(state)
+        if device is not None:
+            self.module_ = self.module_.to(device_or_cpu(device))
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the fitted classifier to the folder ``path`` (safetensors + JSON); returns it.

@@ -31,7 +31,14 @@ from . import analysis, io
 from .activations import ACTIVATIONS
 from .models import LOSSES, OUTPUT_ACTIVATIONS, CAEConfig, ContractiveAutoencoderModule
 from .penalty import METHODS, resolve_method
-from .training import OPTIMIZERS, PRECISIONS, TrainConfig, Trainer, resolve_device
+from .training import (
+    OPTIMIZERS,
+    PRECISIONS,
+    TrainConfig,
+    Trainer,
+    device_or_cpu,
+    resolve_device,
+)
 from .validation import check_choice, check_float, check_float32_range, check_hidden, check_int
 
 SCALINGS = ("none", "minmax", "standard")
@@ -612,10 +619,20 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return tags
 
     def __getstate__(self) -> dict:
+        """The state with the module on the CPU, so that the pickle loads without a GPU;
+        ``device_`` says where it goes back to (``__setstate__``)."""
         state = dict(super().__getstate__())  # (on Python >= 3.11, __dict__ itself)
-        if "module_" in state and self.device_ != "cpu":  # pickles load without a GPU
+        if "module_" in state and self._device().type != "cpu":
             module = ContractiveAutoencoderModule(self.module_.config)
             module.load_state_dict({k: v.cpu() for k, v in self.module_.state_dict().items()})
             state["module_"] = module.eval()
-            state["device_"] = "cpu"
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Back onto the device it was pickled from where this machine has it, else the
+        CPU: on the same machine the copy computes what the original does, to the bit."""
+        super().__setstate__(state)
+        if "module_" in self.__dict__:
+            dev = device_or_cpu(self.__dict__.get("device_", "cpu"))
+            self.module_ = self.module_.to(dev)
+            self.device_ = str(dev)

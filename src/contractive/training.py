@@ -156,6 +156,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def device_or_cpu(device: str | torch.device) -> torch.device:
+    """``device`` where this machine has it, else the CPU: where an unpickled model goes
+    (one pickled on a GPU comes back onto that GPU, or onto the CPU on a machine without
+    one)."""
+    try:
+        return resolve_device(device)
+    except ValueError:
+        return torch.device("cpu")
+
+
 def canonical_device(device: torch.device) -> torch.device:
     """``cuda`` with its index made explicit (``cuda:N``, the current device), so that it
     compares equal to the ``.device`` of the tensors placed on it; others unchanged."""
