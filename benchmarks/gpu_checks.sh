@@ -5,24 +5,29 @@
 #
 # Runs, each under a timeout drawn from BUDGET_S (default 560 s) and each logged to a file
 # in OUT, whatever the steps before it did:
-#   1. the CUDA-only unit tests (skipped on a machine without CUDA);
+#   1. the unit tests that need or name CUDA or the device a model goes to;
 #   2. benchmarks/cuda_check.py, every case: graphed against eager training, adversarial
 #      fine-tuning and the tangent term included;
 #   3. `contractive reproduce rifai2011` with the defaults, timed (the default run's time);
 #   4. the same folder resumed with --finetune-seeds 3 (seeds 1 and 2 of each configuration,
-#      one after another: about 8 minutes on an H200; the pre-trained models and seed 0 are
-#      kept; --jobs 3 finished none within 100 s there, against 30-45 s for one alone);
+#      one after another; the pre-trained models and seed 0 are kept; with --jobs 3 on an
+#      H200 a fine-tuning took 0.54 s an epoch against 0.19 s alone, no gain);
 #   5. the whole test suite with CUDA present (pytest-xdist), if time is left;
-# then packs the run folder without its model files into OUT/run.tgz.
+# then packs the run folder without its weights (*.safetensors) into OUT/run.tgz.
+# On an H200 step 3 takes about 6 minutes and step 4 about 9-10, so with the 600 s a command
+# may run on a loaned machine, steps 4 and 5 need a call of their own on the same warm
+# machine (STEPS="seeds pytest_all"; RUN_DIR is kept there between calls).
 # summary.txt has each step's exit status and seconds. PYTHON (default python3), DEVICE
 # (default cuda), EXTRA (more reproduce options, e.g. --quick for a rehearsal), RUN_DIR (the
 # run folder, default /tmp/rifai2011-gpu: a warm machine keeps it between calls) and STEPS
 # (the steps to run, default "pytest_cuda cuda_check reproduce seeds pytest_all") may be set.
 set -u
-DATA=${1:?usage: OUT=DIR $0 MNIST_DIR [BUDGET_S]}
+DATA=$(realpath "${1:?usage: OUT=DIR $0 MNIST_DIR [BUDGET_S]}") || exit 2
 BUDGET=${2:-560}
-OUT=${OUT:?set OUT to the folder for the logs}
+OUT=$(realpath -m "${OUT:?set OUT to the folder for the logs}")
 PY=${PYTHON:-python3}
+[[ $PY == */* && $PY != /* ]] && PY="$PWD/$PY"  # (a venv's python: not resolved)
+cd "$(dirname "$0")/.." || exit 2  # the repository root
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}
 RUN=${RUN_DIR:-/tmp/rifai2011-gpu}
@@ -44,10 +49,9 @@ step() {  # step NAME RESERVE_S MAX_S CMD...: runs CMD for at most min(MAX_S, le
         return
     fi
     local t0=$SECONDS
+    # timeout signals the command's whole process group (a reproduction's workers too)
     timeout --kill-after=10 "$t" "$@" >"$OUT/$name.txt" 2>&1
     local rc=$?
-    pkill -f "[-]m contractive" 2>/dev/null  # a killed run's processes and workers
-    pkill -f "multiprocessing[.]spawn" 2>/dev/null
     echo "== $name: exit $rc after $((SECONDS - t0)) s (limit $t s)" | tee -a "$OUT/summary.txt"
     tail -n 4 "$OUT/$name.txt"
 }
@@ -62,7 +66,8 @@ torch.cuda.is_available() and torch.cuda.get_device_name(0))" 2>&1
 
 step pytest_cuda 400 120 "$PY" -m pytest -q -rs -p no:cacheprovider \
     tests/test_fastpath.py tests/test_training.py tests/test_adam.py tests/test_cli.py \
-    -k "cuda or gather_moves or draw_dropout"
+    tests/test_estimator.py tests/test_classifier.py \
+    -k "cuda or gpu or gather_moves or draw_dropout or unpickled or device_or_cpu"
 step cuda_check 380 120 "$PY" benchmarks/cuda_check.py --data-dir "$DATA"
 # shellcheck disable=SC2086  # EXTRA is a list of options
 step reproduce 90 480 "$PY" -m contractive reproduce rifai2011 --device "$DEVICE" \
@@ -70,8 +75,8 @@ step reproduce 90 480 "$PY" -m contractive reproduce rifai2011 --device "$DEVICE
 # shellcheck disable=SC2086
 step seeds 60 480 "$PY" -m contractive reproduce rifai2011 --device "$DEVICE" \
     --data-dir "$DATA" --out "$RUN" --finetune-seeds 3 $EXTRA
-step pytest_all 15 300 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -x -p no:cacheprovider \
-    -n 12 tests
+step pytest_all 15 300 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -rfE --tb=line \
+    -p no:cacheprovider -n 12 tests
 tar -czf "$OUT/run.tgz" --exclude='*.safetensors' -C "$(dirname "$RUN")" "$(basename "$RUN")" \
     2>>"$OUT/summary.txt"
 echo "== total $SECONDS s" | tee -a "$OUT/summary.txt"

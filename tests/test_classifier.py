@@ -1,5 +1,7 @@
 """Fine-tuning: an MLP initialised from trained encoders (classifier.py)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -445,15 +447,15 @@ def test_unpickled_classifier_goes_to_the_device_it_was_on_where_there_is_one(sm
     # else onto the CPU; the name is not left among the attributes
     X, y, cae = small
     clf = FineTunedClassifier(cae, max_epochs=1, device="cpu").fit(X, y)
-    state = clf.__getstate__()
+    proba = clf.predict_proba(X)
+    state = copy.deepcopy(clf.__getstate__())  # (a CPU model's state holds its module)
     state["_module_device"] = "cuda:0"
     again = FineTunedClassifier.__new__(FineTunedClassifier)
     again.__setstate__(state)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert next(again.module_.parameters()).device.type == expected
     assert "_module_device" not in again.__dict__ and "_module_device" in state
-    np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(again.predict_proba(X), proba, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

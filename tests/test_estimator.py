@@ -237,16 +237,18 @@ def test_clone_and_pickle(X):
 
 
 def test_unpickled_model_goes_to_the_device_named_where_there_is_one(X):
-    # a pickle made on a GPU names "cuda": back onto it where this machine has CUDA, else
-    # onto the CPU, with device_ saying which
+    # the state of a pickle made on a GPU (its module on the CPU, the device named): back
+    # onto it where this machine has CUDA, else onto the CPU, with device_ saying which
     cae = _small(device="cpu").fit(X)
-    state = cae.__getstate__()
-    state["device_"] = "cuda"
+    codes = cae.transform(X)
+    state = copy.deepcopy(cae.__getstate__())  # (a CPU model's state holds its module)
+    state.update(device_="cuda", _module_device="cuda:0")
     again = ContractiveAutoencoder.__new__(ContractiveAutoencoder)
     again.__setstate__(state)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert again.device_ == expected and again._device().type == expected
-    np.testing.assert_allclose(again.transform(X), cae.transform(X), rtol=1e-5, atol=1e-6)
+    assert "_module_device" not in again.__dict__
+    np.testing.assert_allclose(again.transform(X), codes, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -17,6 +17,7 @@ from contractive.training import (
     epoch_batches,
     gather,
     graphs_capture_generators,
+    move_unpickled,
     resolve_device,
 )
 
@@ -75,6 +76,34 @@ def test_device_or_cpu_falls_back_to_the_cpu_where_the_device_is_missing():
     mps = getattr(torch.backends, "mps", None)
     assert device_or_cpu("mps").type == ("mps" if mps is not None and mps.is_available()
                                          else "cpu")
+
+
+def test_move_unpickled_goes_to_the_device_named_where_there_is_one():
+    module = torch.nn.Linear(3, 2)
+    assert move_unpickled(module, "cpu") == CPU and module.weight.device == CPU
+    where = move_unpickled(module, "cuda:0")
+    assert where.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert module.weight.device.type == where.type
+
+
+def test_move_unpickled_stays_on_the_cpu_where_the_move_fails(monkeypatch):
+    # a full card, or a process forked from one that used CUDA: a warning, not an error
+    import contractive.training as training
+
+    module = torch.nn.Linear(3, 2)
+    monkeypatch.setattr(training, "device_or_cpu", lambda device: torch.device("meta"))
+    original = torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        if args and str(args[0]) == "meta":
+            raise RuntimeError("CUDA error: out of memory")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    with pytest.warns(RuntimeWarning, match="stays on the CPU: moving it to meta failed.*"
+                                            "out of memory"):
+        assert move_unpickled(module, "cuda:0") == CPU
+    assert module.weight.device == CPU
 
 
 def test_canonical_device_names_the_cuda_index(monkeypatch):

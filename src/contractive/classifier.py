@@ -42,7 +42,7 @@ from .estimator import ContractiveAutoencoder
 from .models import glorot_init_
 from .stacking import StackedContractiveAutoencoder
 from .tangentprop import directional_derivatives, leading_tangents
-from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, device_or_cpu, resolve_device
+from .training import OPTIMIZERS, SCHEDULES, TrainConfig, Trainer, move_unpickled, resolve_device
 from .validation import check_choice, check_float, check_hidden, check_int
 
 Tensor = torch.Tensor
@@ -666,14 +666,14 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def __setstate__(self, state: dict) -> None:
         """Back onto the device it was pickled from where this machine has it, else the
-        CPU: on the same machine the copy predicts what the original does, to the bit."""
+        CPU (``training.move_unpickled``)."""
         state = dict(state)
         device = state.pop("_module_device", None)
         for name, default in _ADDED_PARAMS.items():  # pickled before they existed
             state.setdefault(name, default)
         super().__setstate__(state)
         if device is not None:
-            self.module_ = self.module_.to(device_or_cpu(device))
+            move_unpickled(self.module_, device)
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the fitted classifier to the folder ``path`` (safetensors + JSON); returns it.

@@ -36,7 +36,7 @@ from .training import (
     PRECISIONS,
     TrainConfig,
     Trainer,
-    device_or_cpu,
+    move_unpickled,
     resolve_device,
 )
 from .validation import check_choice, check_float, check_float32_range, check_hidden, check_int
@@ -619,20 +619,21 @@ class ContractiveAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return tags
 
     def __getstate__(self) -> dict:
-        """The state with the module on the CPU, so that the pickle loads without a GPU;
-        ``device_`` says where it goes back to (``__setstate__``)."""
+        """The state with the module on the CPU, so that the pickle loads without a GPU,
+        and the device it was on under ``_module_device`` (``__setstate__`` takes it out)."""
         state = dict(super().__getstate__())  # (on Python >= 3.11, __dict__ itself)
         if "module_" in state and self._device().type != "cpu":
             module = ContractiveAutoencoderModule(self.module_.config)
             module.load_state_dict({k: v.cpu() for k, v in self.module_.state_dict().items()})
             state["module_"] = module.eval()
+            state["_module_device"] = str(self._device())
         return state
 
     def __setstate__(self, state: dict) -> None:
         """Back onto the device it was pickled from where this machine has it, else the
-        CPU: on the same machine the copy computes what the original does, to the bit."""
+        CPU, with ``device_`` saying so (``training.move_unpickled``)."""
+        state = dict(state)
+        device = state.pop("_module_device", None)
         super().__setstate__(state)
-        if "module_" in self.__dict__:
-            dev = device_or_cpu(self.__dict__.get("device_", "cpu"))
-            self.module_ = self.module_.to(dev)
-            self.device_ = str(dev)
+        if device is not None and move_unpickled(self.module_, device).type == "cpu":
+            self.device_ = "cpu"

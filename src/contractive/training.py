@@ -157,13 +157,29 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def device_or_cpu(device: str | torch.device) -> torch.device:
-    """``device`` where this machine has it, else the CPU: where an unpickled model goes
-    (one pickled on a GPU comes back onto that GPU, or onto the CPU on a machine without
-    one)."""
+    """``device`` where this machine has it, else the CPU."""
     try:
         return resolve_device(device)
     except ValueError:
         return torch.device("cpu")
+
+
+def move_unpickled(module: torch.nn.Module, device: str) -> torch.device:
+    """Move ``module``, just unpickled onto the CPU, back to the ``device`` it was pickled
+    from (``"cuda:0"``, say) where this machine has it, so that the copy computes what the
+    original did, to the bit; else leave it on the CPU: a machine without that device, or
+    one where the move fails (a process forked from one that used CUDA, a full card; with
+    a warning). Returns where the module is."""
+    dev = device_or_cpu(device)
+    if dev.type != "cpu":
+        try:
+            module.to(dev)
+        except RuntimeError as exc:
+            module.to("cpu")  # whatever had moved
+            warnings.warn(f"the unpickled model stays on the CPU: moving it to {dev} failed "
+                          f"({exc})", RuntimeWarning, stacklevel=3)
+            return torch.device("cpu")
+    return dev
 
 
 def canonical_device(device: torch.device) -> torch.device:
