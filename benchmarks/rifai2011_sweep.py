@@ -71,7 +71,7 @@ FINETUNE = {
     **{f"adv-l2-{eps:g}{f'+seed-{seed}' if seed else ''}": {
         "adversarial_weight": 0.5, "adversarial_epsilon": eps, "adversarial_norm": "l2",
         **({"random_state": seed} if seed else {})} for eps in (0.5, 1.0, 2.0)
-       for seed in (0, 1, 2)},
+       for seed in (0, 1, 2, 3, 4)},
     **{f"adv-inf-{eps:g}": {"adversarial_weight": 0.5, "adversarial_epsilon": eps}
        for eps in (0.05, 0.1)},
 }
@@ -98,7 +98,8 @@ ROWS += [("cae2-mtc-probe1-0.3 lambda 0.3", "cae2:0.3:0.1", "mtc-probe1-0.3")]
 # the baselines fine-tuned the same way: the MLP from random weights ("random"), and the
 # reproduction's plain AE ("cpu:AE", a model of --models)
 ROWS += [(f"{ft} {name}", source, ft)
-         for ft in ("adv-l2-1", "adv-l2-1+seed-1", "adv-l2-1+seed-2")
+         for ft in ("adv-l2-1", "adv-l2-1+seed-1", "adv-l2-1+seed-2", "adv-l2-1+seed-3",
+                    "adv-l2-1+seed-4")
          for name, source in (("random init", "random"), ("AE", "cpu:AE"))]
 ROWS += [(f"cae2-adv-l2-1 lambda {lam}", f"cae2:{lam}:0.1", "adv-l2-1") for lam in (0.1, 0.3)]
 
