@@ -9,7 +9,8 @@ settings (``Protocol``) without the adversarial term (``base``: today's
 ``--finetune-adversarial-weight 0``; the ``adv-l2-1`` rows are today's defaults) and one
 change, and reports its validation and test error. The
 first layers come from ``--models`` (a reproduction run's ``models/`` folder: its
-``CAE_lambda_0.1`` and ``CAE_lambda_0.3``) or are pre-trained here (the ``pretrain-*``
+``CAE_lambda_0.1`` and ``CAE_lambda_0.3``; ``AE`` and ``CAE_H_lambda_0.1_gamma_1`` for
+the baselines' and CAE+H's rows) or are pre-trained here (the ``pretrain-*``
 rows). Any choice among rows is made on validation error; the test column is reported,
 never used to choose. A rerun into the same ``--out`` skips the rows already there; a row
 that fails (a diverged fine-tuning, say) is recorded with its error.
@@ -100,7 +101,8 @@ ROWS += [("cae2-mtc-probe1-0.3 lambda 0.3", "cae2:0.3:0.1", "mtc-probe1-0.3")]
 ROWS += [(f"{ft} {name}", source, ft)
          for ft in ("adv-l2-1", "adv-l2-1+seed-1", "adv-l2-1+seed-2", "adv-l2-1+seed-3",
                     "adv-l2-1+seed-4")
-         for name, source in (("random init", "random"), ("AE", "cpu:AE"))]
+         for name, source in (("random init", "random"), ("AE", "cpu:AE"),
+                              ("CAE+H gamma 1", "model:CAE_H_lambda_0.1_gamma_1"))]
 ROWS += [(f"cae2-adv-l2-1 lambda {lam}", f"cae2:{lam}:0.1", "adv-l2-1") for lam in (0.1, 0.3)]
 
 
@@ -111,6 +113,9 @@ def _first_layer(source: str, split, protocol, args):
         return None  # FineTunedClassifier(None): the same MLP from random weights
     if source == "cpu:AE":
         return ContractiveAutoencoder.load(Path(args.models) / "AE", device=args.device)
+    if source.startswith("model:"):  # any model of --models, by its folder's name
+        return ContractiveAutoencoder.load(Path(args.models) / source[len("model:"):],
+                                           device=args.device)
     kind, lam, *rest = source.split(":")
     if kind == "cpu":
         return ContractiveAutoencoder.load(Path(args.models) / f"CAE_lambda_{lam}",
@@ -169,7 +174,7 @@ def worker(args, index: int) -> None:
     for name, source, ft in rows[index::args.workers]:
         if time.perf_counter() - start > args.deadline_s:
             break
-        if name in done or (source.startswith(("cpu:", "cae2:"))
+        if name in done or (source.startswith(("cpu:", "cae2:", "model:"))
                             and (not args.models or args.quick)):
             continue  # done by an earlier run; or no (full-size) models to start from
         try:
