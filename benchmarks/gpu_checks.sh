@@ -24,6 +24,8 @@
 set -u
 DATA=$(realpath "${1:?usage: OUT=DIR $0 MNIST_DIR [BUDGET_S]}") || exit 2
 BUDGET=${2:-560}
+[[ -d $DATA ]] || { echo "gpu_checks: $1: not a folder (the MNIST files' folder)" >&2; exit 2; }
+[[ $BUDGET =~ ^[0-9]+$ ]] || { echo "gpu_checks: BUDGET_S '$BUDGET' is not a whole number of seconds" >&2; exit 2; }
 OUT=$(realpath -m "${OUT:?set OUT to the folder for the logs}")
 PY=${PYTHON:-python3}
 [[ $PY == */* && $PY != /* ]] && PY="$PWD/$PY"  # (a venv's python: not resolved)
